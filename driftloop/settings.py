@@ -1,0 +1,89 @@
+"""One settings object per process, built and validated at the entry point and passed down.
+
+Values come from ``DRIFTLOOP_*`` environment variables, then an optional YAML file named by
+``DRIFTLOOP_CONFIG``; defaults run everything on one machine with no cluster. S3
+credentials also accept the ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` names, so the
+one Secret that KServe's storage initializer reads serves driftloop's pods too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from driftloop.errors import ConfigError
+from driftloop.image import IMAGE
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_", extra="forbid", populate_by_name=True)
+
+    # A local directory by default: the embedded loop needs no server. In the cluster
+    # this is s3://bucket/prefix on MinIO or any S3.
+    store_uri: str = ".driftloop"
+    s3_endpoint: str | None = None  # host[:port]; None means AWS S3
+    s3_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DRIFTLOOP_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DRIFTLOOP_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    s3_secure: bool = True  # TLS on by default; the dev overlay's in-cluster MinIO turns it off
+    s3_region: str | None = None
+    image: str = IMAGE  # override only to run a fork's image
+    kfp_host: str | None = None  # e.g. http://ml-pipeline-ui.kubeflow or a KFP endpoint URL
+    kfp_namespace: str = "kubeflow"
+
+    @field_validator("store_uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if "://" in v and not v.startswith(("s3://", "file://")):
+            raise ValueError(f"store URI {v!r} must be a path, file://path or s3://bucket/prefix")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by DRIFTLOOP_CONFIG, if any (lowest precedence after env)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        import os
+
+        path = os.environ.get("DRIFTLOOP_CONFIG")
+        if not path:
+            return {}
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config file {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a mapping of setting: value")
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the process's settings; a bad value becomes one ConfigError naming it."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from e
