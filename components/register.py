@@ -1,0 +1,46 @@
+from kfp.dsl import Dataset, Input, Markdown, Model, Output
+
+from components import component
+
+
+@component
+def register(
+    spec_yaml: str,
+    store_uri: str,
+    start: str,
+    end: str,
+    run_id: str,
+    trigger_id: str,
+    dataset_sha256: str,
+    promote: bool,
+    baselines: dict,
+    gate_report: Input[Markdown],
+    model: Input[Model],
+    train: Input[Dataset],
+    test: Input[Dataset],
+    card: Output[Markdown],
+) -> int:
+    """A new immutable registry version (COMMITTED last); promoted when ``promote``."""
+    from pathlib import Path
+
+    from driftloop.registry import Registry
+    from driftloop.settings import load_settings
+    from driftloop.steps import register, spec_from_text
+    from driftloop.store import open_store
+
+    store = open_store(load_settings(store_uri=store_uri))
+    spec = spec_from_text(spec_yaml)
+    lineage = {
+        "window": {"start": start, "end": end},
+        "dataset_sha256": dataset_sha256,
+        "params": model.metadata.get("params", {}),
+        "run_id": run_id,
+        "trigger_id": trigger_id,
+        "evaluation": {"baselines": baselines,
+                       "champion": gate_report.metadata.get("champion") or None,
+                       "gate": gate_report.metadata.get("summary", "")},
+    }
+    ref = register(Path(model.path), Path(train.path), Path(test.path), spec, store,
+                   lineage, promote)
+    Path(card.path).write_bytes(Registry(store).read_file(ref, "card.md"))
+    return ref.version

@@ -1,0 +1,145 @@
+"""Load a dataset by its spec, cut a time window ``[start, end)``, split it by time.
+
+Every frame that leaves this module has the spec's features, the target and one
+``event_time`` column (UTC-naive timestamps), sorted by time. Splits are by time,
+never shuffled across it: train < validation < test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from driftloop.errors import DataError
+from driftloop.spec import DatasetSpec
+
+TIME = "event_time"
+
+
+def read_source(spec: DatasetSpec) -> pd.DataFrame:
+    """The raw file as the spec describes it (CSV or Parquet, local or s3://)."""
+    uri = spec.source_uri
+    fmt = spec.source.format or ("parquet" if uri.endswith((".parquet", ".pq")) else "csv")
+    try:
+        if uri.startswith("s3://"):
+            import io
+
+            from driftloop.settings import load_settings
+            from driftloop.store import open_store
+
+            bucket_uri, _, key = uri.rpartition("/")
+            fh: object = io.BytesIO(open_store(load_settings(), bucket_uri).get(key))
+        else:
+            fh = uri
+            if not Path(uri).is_file():
+                raise DataError(f"dataset file {uri} does not exist")
+        if fmt == "parquet":
+            return pd.read_parquet(fh)
+        header = None if spec.source.names else "infer"
+        return pd.read_csv(fh, sep=spec.source.sep, names=spec.source.names, header=header)
+    except DataError:
+        raise
+    except Exception as e:  # parser errors, corrupt Parquet, unreachable store
+        raise DataError(f"cannot read dataset {uri} as {fmt}: {e}") from e
+
+
+def event_time(raw: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
+    t = spec.time
+    if t.row_order is not None:
+        start = pd.Timestamp(t.row_order.start)
+        step = pd.to_timedelta(t.row_order.step)
+        return pd.Series(start + step * np.arange(len(raw)), index=raw.index)
+    assert t.column is not None
+    try:
+        ts = pd.to_datetime(raw[t.column], format=t.format)
+        if t.hour_column:
+            ts = ts + pd.to_timedelta(pd.to_numeric(raw[t.hour_column]), unit="h")
+    except (ValueError, TypeError) as e:
+        raise DataError(f"time column {t.column!r} cannot be parsed as timestamps: {e}") from e
+    if ts.dt.tz is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    return ts
+
+
+def typed(raw: pd.DataFrame, spec: DatasetSpec, *, with_target: bool = True) -> pd.DataFrame:
+    """Only the spec's columns, with the spec's types: numeric -> float64, categorical -> str."""
+    needed = spec.features + ([spec.target] if with_target else [])
+    time_cols = [c for c in (spec.time.column, spec.time.hour_column) if c]
+    missing = [c for c in needed + time_cols if c not in raw.columns]
+    if missing:
+        raise DataError(
+            f"column(s) {missing} named in the spec are not in the data "
+            f"(it has: {list(raw.columns)[:30]})"
+        )
+    out = pd.DataFrame(index=raw.index)
+    for c in spec.numeric:
+        col = pd.to_numeric(raw[c], errors="coerce")
+        bad = col.isna() & raw[c].notna()
+        if bad.any():
+            example = raw[c][bad].iloc[0]
+            raise DataError(f"numeric column {c!r} has non-numeric values, e.g. {example!r}")
+        out[c] = col.astype("float64")
+    for c in spec.categorical:
+        out[c] = raw[c].astype("string").astype(object).where(raw[c].notna(), None)
+    if with_target:
+        y = raw[spec.target]
+        if spec.task == "regression":
+            y = pd.to_numeric(y, errors="coerce")
+            if (y.isna() & raw[spec.target].notna()).any():
+                raise DataError(f"target {spec.target!r} has non-numeric values")
+            out[spec.target] = y.astype("float64")
+        else:
+            out[spec.target] = y.astype("string").astype(object)
+    out[TIME] = event_time(raw, spec)
+    return out
+
+
+def load_window(spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
+    """Rows with ``start <= event_time < end`` (either bound may be open), sorted by time."""
+    df = typed(read_source(spec), spec)
+    lo = pd.Timestamp(start) if start else None
+    hi = pd.Timestamp(end) if end else None
+    if lo is not None and hi is not None and lo >= hi:
+        raise DataError(f"empty window: start {start} is not before end {end}")
+    mask = pd.Series(True, index=df.index)
+    if lo is not None:
+        mask &= df[TIME] >= lo
+    if hi is not None:
+        mask &= df[TIME] < hi
+    out = df[mask].sort_values(TIME, kind="stable").reset_index(drop=True)
+    if out.empty:
+        span = f"{df[TIME].min()} .. {df[TIME].max()}" if len(df) else "no rows"
+        raise DataError(f"the window [{start}, {end}) holds no rows (the data spans {span})")
+    return out
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def split_by_time(df: pd.DataFrame, spec: DatasetSpec) -> Splits:
+    """Contiguous slices in time order: the latest ``test`` share, before it ``validation``."""
+    df = df.sort_values(TIME, kind="stable").reset_index(drop=True)
+    n = len(df)
+    n_test = int(round(n * spec.split.test))
+    n_val = int(round(n * spec.split.validation))
+    n_train = n - n_val - n_test
+    return Splits(
+        train=df.iloc[:n_train].reset_index(drop=True),
+        validation=df.iloc[n_train : n_train + n_val].reset_index(drop=True),
+        test=df.iloc[n_train + n_val :].reset_index(drop=True),
+    )
+
+
+def frame_hash(df: pd.DataFrame) -> str:
+    """A content hash of a frame, for lineage (same rows and values -> same hash)."""
+    h = hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes())
+    h.update(",".join(df.columns).encode())
+    return h.hexdigest()

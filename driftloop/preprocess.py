@@ -1,0 +1,137 @@
+"""Preprocessing fitted on the training split only, saved as JSON (never pickle).
+
+Numeric: median imputation, then standardisation. Categorical: each value seen in
+training gets an index >= 1; index 0 is the unknown/missing bucket (or, with
+``unknown_category: reject``, the server refuses such a request). Regression targets
+may be log1p-transformed, then standardised; the model learns in that space.
+The same ``Preprocessor`` transforms rows at training, evaluation and serving time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from driftloop.errors import InvalidRequest
+from driftloop.spec import DatasetSpec
+
+
+@dataclass
+class NumericStats:
+    median: float
+    mean: float
+    std: float
+
+
+@dataclass
+class Preprocessor:
+    task: str
+    numeric: dict[str, NumericStats]
+    categories: dict[str, list[str]]  # index 0 is reserved for unknown/missing
+    target: str
+    log_target: bool = False
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    classes: list[str] = field(default_factory=list)  # classification; binary: [neg, pos]
+    threshold: float = 0.5  # binary decision threshold on P(positive), tuned on validation
+    unknown_category: str = "bucket"
+
+    # -- fitting -------------------------------------------------------------------
+    @classmethod
+    def fit(cls, train: pd.DataFrame, spec: DatasetSpec) -> Preprocessor:
+        numeric = {}
+        for c in spec.numeric:
+            col = train[c].astype("float64")
+            median = float(col.median()) if col.notna().any() else 0.0
+            filled = col.fillna(median)
+            std = float(filled.std(ddof=0))
+            numeric[c] = NumericStats(median, float(filled.mean()), std if std > 1e-12 else 1.0)
+        categories = {
+            c: sorted(str(v) for v in train[c].dropna().unique()) for c in spec.categorical
+        }
+        pre = cls(task=spec.task, numeric=numeric, categories=categories, target=spec.target,
+                  log_target=spec.log_target, unknown_category=spec.unknown_category)
+        y = train[spec.target]
+        if spec.task == "regression":
+            t = pre._forward_target(y.to_numpy(dtype="float64"))
+            pre.target_mean, pre.target_std = float(t.mean()), float(t.std() or 1.0)
+        else:
+            labels = sorted(str(v) for v in y.dropna().unique())
+            if spec.task == "binary":
+                pos = str(spec.positive_label)
+                labels = [next(v for v in labels if v != pos), pos] if len(labels) == 2 else labels
+            pre.classes = labels
+        return pre
+
+    # -- features ------------------------------------------------------------------
+    @property
+    def cardinalities(self) -> list[int]:
+        return [len(v) + 1 for v in self.categories.values()]
+
+    def transform(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(numeric float32 [n, n_num], categorical int64 [n, n_cat]) for the model."""
+        n = len(df)
+        x_num = np.empty((n, len(self.numeric)), dtype=np.float32)
+        for j, (c, s) in enumerate(self.numeric.items()):
+            col = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            col = np.where(np.isnan(col), s.median, col)
+            x_num[:, j] = (col - s.mean) / s.std
+        x_cat = np.empty((n, len(self.categories)), dtype=np.int64)
+        for j, (c, cats) in enumerate(self.categories.items()):
+            index = {v: i + 1 for i, v in enumerate(cats)}
+            x_cat[:, j] = df[c].map(lambda v, ix=index: ix.get(_cat_key(v), 0)).to_numpy()
+        return x_num, x_cat
+
+    def unknown_categories(self, df: pd.DataFrame) -> dict[str, list[str]]:
+        """Per column, values never seen in training (for ``unknown_category: reject``)."""
+        out = {}
+        for c, cats in self.categories.items():
+            seen = set(cats)
+            bad = sorted({str(v) for v in df[c].dropna() if _cat_key(v) not in seen})
+            if bad:
+                out[c] = bad
+        return out
+
+    def check_known(self, df: pd.DataFrame) -> None:
+        if self.unknown_category == "reject" and (bad := self.unknown_categories(df)):
+            col, vals = next(iter(bad.items()))
+            raise InvalidRequest(f"field {col!r}: unknown category {vals[0]!r}; "
+                                 f"known: {self.categories[col][:20]}")
+
+    # -- target ----------------------------------------------------------------------
+    def _forward_target(self, y: np.ndarray) -> np.ndarray:
+        return np.log1p(np.clip(y, 0, None)) if self.log_target else y
+
+    def encode_target(self, y: pd.Series) -> np.ndarray:
+        if self.task == "regression":
+            t = self._forward_target(y.to_numpy(dtype="float64"))
+            return ((t - self.target_mean) / self.target_std).astype(np.float32)
+        index = {v: i for i, v in enumerate(self.classes)}
+        return y.astype(str).map(index).to_numpy(dtype=np.int64)
+
+    def decode_regression(self, z: np.ndarray) -> np.ndarray:
+        t = z.astype("float64") * self.target_std + self.target_mean
+        return np.expm1(t) if self.log_target else t
+
+    # -- (de)serialisation -------------------------------------------------------------
+    def to_json(self) -> str:
+        # Key order is column order: never sort it.
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocessor:
+        d = json.loads(text)
+        d["numeric"] = {k: NumericStats(**v) for k, v in d["numeric"].items()}
+        return cls(**d)
+
+
+def _cat_key(v: object) -> str | None:
+    """Categories compare as strings; 3, 3.0 and "3" are the same category."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)

@@ -1,0 +1,106 @@
+"""Compile, run locally (kfp.local) and submit (kfp.Client) the training pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from driftloop.errors import ConfigError, DataError, DriftloopError
+from driftloop.registry import Registry
+from driftloop.spec import DatasetSpec
+from driftloop.steps import spec_to_text
+from driftloop.store import Store
+from driftloop.train import sample_trials
+
+COMPILED = Path(__file__).with_name("training_pipeline.yaml")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one training run needs; becomes the pipeline's parameters."""
+
+    spec: DatasetSpec
+    store_uri: str
+    start: str = ""
+    end: str = ""
+    n_trials: int = 4
+    margin: float = 0.0
+    promote: bool = True
+    trigger_id: str = ""
+    seed: int = 0
+
+    def arguments(self) -> dict:
+        if self.n_trials < 1:
+            raise ConfigError("--trials must be at least 1")
+        return {"spec_yaml": spec_to_text(self.spec), "store_uri": self.store_uri,
+                "start": self.start, "end": self.end,
+                "trials": sample_trials(self.n_trials, self.seed), "margin": self.margin,
+                "promote": self.promote, "trigger_id": self.trigger_id}
+
+
+def compile_pipeline(path: Path = COMPILED) -> Path:
+    from kfp import compiler
+
+    from pipelines.training import training_pipeline
+
+    compiler.Compiler().compile(training_pipeline, str(path))
+    return path
+
+
+def preflight(req: RunRequest, store: Store) -> None:
+    """Fail fast, in-process, with one clear message: spec, source, window, validation and
+    store are checked before any step starts (the pipeline checks again, step by step)."""
+    from driftloop.data import load_window
+    from driftloop.validation import validate
+
+    validate(load_window(req.spec, req.start or None, req.end or None), req.spec
+             ).raise_if_failed()
+    store.list("models")
+
+
+def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
+              quiet: bool = False) -> int | None:
+    """Run the pipeline with kfp.local's SubprocessRunner in this Python environment.
+    Returns the registered version, or None when the gate did not pass."""
+    from kfp import local
+
+    from pipelines.training import training_pipeline
+
+    preflight(req, store)
+    before = set(Registry(store).versions(req.spec.name))
+    root = workdir or Path(tempfile.mkdtemp(prefix="driftloop-kfp-"))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "out"),
+               workspace_root=str(root / "workspace"))
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
+            training_pipeline(**req.arguments())
+    except RuntimeError as e:
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        raise DataError(f"the local pipeline run failed: {plain} (outputs under {root})") from e
+    new = sorted(set(Registry(store).versions(req.spec.name)) - before)
+    return new[-1] if new else None
+
+
+def submit(req: RunRequest, host: str, experiment: str, run_name: str,
+           token: str | None = None, namespace: str | None = None) -> str:
+    """Create a run on a Kubeflow Pipelines host from the compiled package; its run id."""
+    import kfp
+
+    if not COMPILED.exists():
+        compile_pipeline()
+    try:
+        client = kfp.Client(host=host, existing_token=token, namespace=namespace)
+        run = client.create_run_from_pipeline_package(
+            str(COMPILED), arguments=req.arguments(), run_name=run_name,
+            experiment_name=experiment, namespace=namespace, enable_caching=False)
+    except DriftloopError:
+        raise
+    except Exception as e:  # connection refused, 401, 404 from the KFP API
+        raise ConfigError(f"cannot create a run on Kubeflow Pipelines at {host}: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    return str(run.run_id)
