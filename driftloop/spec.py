@@ -96,6 +96,7 @@ class DatasetSpec(_Strict):
     positive_label: str | None = None  # binary: the class whose probability is predicted
     log_target: bool = False  # regression on counts: fit log1p(y), report on y
     unknown_category: Literal["bucket", "reject"] = "bucket"  # at serving time
+    rules: str | None = None  # optional business-rules YAML, shipped with every version
     split: SplitSpec = SplitSpec()
     quality: QualitySpec = QualitySpec()
     base_dir: Path = Path(".")  # set by load_spec; relative paths resolve here
@@ -131,6 +132,13 @@ class DatasetSpec(_Strict):
         if "://" in p or Path(p).is_absolute():
             return p
         return str((self.base_dir / p).resolve())
+
+    @property
+    def rules_path(self) -> Path | None:
+        if self.rules is None:
+            return None
+        p = Path(self.rules)
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
 
     @property
     def higher_is_better(self) -> bool:

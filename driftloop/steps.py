@@ -40,6 +40,8 @@ def spec_to_text(spec: DatasetSpec) -> str:
     """YAML for a pipeline parameter, with the source path made absolute."""
     d = spec.model_dump(mode="json", exclude={"base_dir"})
     d["source"]["path"] = spec.source_uri
+    if spec.rules_path is not None:
+        d["rules"] = str(spec.rules_path)
     return yaml.safe_dump(d, sort_keys=False)
 
 
@@ -157,6 +159,8 @@ def register(model_dir: Path, train: Path, test: Path, spec: DatasetSpec, store:
         (out / "schema.json").write_text(json.dumps(input_schema(model, spec), indent=2))
         (out / "metrics.json").write_text(json.dumps(
             {"test": test_metrics["metrics"], **lineage.get("evaluation", {})}, indent=2))
+        if spec.rules_path is not None:
+            (out / "rules.yaml").write_bytes(spec.rules_path.read_bytes())
         (out / "reference").mkdir()
         reference_sample(model, train_df, spec).to_parquet(out / "reference" / "sample.parquet")
         full = {**lineage, "code_version": __version__, "dataset": spec.name,

@@ -1,0 +1,214 @@
+"""The ``driftloop`` command. Settings are built once here and passed down.
+
+    driftloop pipeline compile | run --local | submit --host URL
+    driftloop models list | show | promote | rollback
+    driftloop serve ...            (serving/cli.py)
+    driftloop collector ...        (monitoring/cli.py)
+    driftloop monitor run ...      (monitoring/cli.py)
+
+Every failure a user can act on is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from driftloop import __version__
+from driftloop.errors import DriftloopError
+from driftloop.registry import Registry
+from driftloop.settings import Settings, load_settings
+from driftloop.store import open_store
+
+# Modules that add their own subcommands with ``add_commands(subparsers)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(store_uri=args.store)
+        return int(args.func(args, settings) or 0)
+    except DriftloopError as e:
+        print(f"driftloop: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="driftloop", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"driftloop {__version__}")
+    p.add_argument("--store", help="store URI (default: $DRIFTLOOP_STORE_URI or .driftloop)")
+    sub = p.add_subparsers(title="commands")
+    _pipeline_commands(sub)
+    _model_commands(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    return p
+
+
+# -- pipeline ------------------------------------------------------------------------------
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", required=True, help="dataset spec YAML (e.g. data/bike_sharing.yaml)")
+    p.add_argument("--start", default="", help="training window start (inclusive), e.g. 2011-01-01")
+    p.add_argument("--end", default="", help="training window end (exclusive), e.g. 2012-01-01")
+    p.add_argument("--trials", type=int, default=4, help="hyperparameter trials (default 4)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="relative margin the challenger must beat the champion by (0.01 = 1%%)")
+    p.add_argument("--no-promote", dest="promote", action="store_false",
+                   help="register a passing model without moving the production alias")
+    p.add_argument("--trigger-id", default="", help="the drift trigger this run answers")
+
+
+def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
+    pipe = sub.add_parser("pipeline", help="compile, run or submit the training pipeline")
+    psub = pipe.add_subparsers(title="pipeline commands", required=True)
+
+    c = psub.add_parser("compile", help="write pipelines/training_pipeline.yaml")
+    c.add_argument("--output", help="where to write (default: the committed package path)")
+    c.set_defaults(func=_compile)
+
+    r = psub.add_parser("run", help="run the pipeline on this machine with kfp.local")
+    r.add_argument("--local", action="store_true", required=True,
+                   help="use kfp.local's SubprocessRunner (the only runner here)")
+    _run_args(r)
+    r.set_defaults(func=_run_local)
+
+    s = psub.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
+    s.add_argument("--host", help="KFP API URL (default: $DRIFTLOOP_KFP_HOST)")
+    s.add_argument("--experiment", default="driftloop")
+    s.add_argument("--run-name", default=None, help="default: <dataset>-<trigger or 'manual'>")
+    s.add_argument("--token", default=None, help="bearer token for the KFP API")
+    s.add_argument("--namespace", default=None, help="KFP user namespace (multi-user installs)")
+    _run_args(s)
+    s.set_defaults(func=_submit)
+
+
+def _request(args: argparse.Namespace, settings: Settings):  # noqa: ANN202
+    from driftloop.spec import load_spec
+    from pipelines.run import RunRequest
+
+    return RunRequest(spec=load_spec(args.spec), store_uri=settings.store_uri, start=args.start,
+                      end=args.end, n_trials=args.trials, margin=args.margin,
+                      promote=args.promote, trigger_id=args.trigger_id)
+
+
+def _compile(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from pipelines.run import COMPILED, compile_pipeline
+
+    print(compile_pipeline(Path(args.output) if args.output else COMPILED))
+    return 0
+
+
+def _run_local(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.run import run_local
+
+    store = open_store(settings)
+    req = _request(args, settings)
+    req = type(req)(**{**req.__dict__, "store_uri": store.uri})
+    version = run_local(req, store)
+    if version is None:
+        print(f"{req.spec.name}: the challenger did not pass the gate; nothing registered "
+              "(the gate step's log above says why)")
+        return 0
+    _print_version(Registry(store), req.spec.name, version)
+    return 0
+
+
+def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    from driftloop.errors import ConfigError
+    from pipelines.run import submit
+
+    host = args.host or settings.kfp_host
+    if not host:
+        raise ConfigError("no KFP host: pass --host or set DRIFTLOOP_KFP_HOST")
+    req = _request(args, settings)
+    name = args.run_name or f"{req.spec.name}-{req.trigger_id or 'manual'}"
+    run_id = submit(req, host, args.experiment, name, args.token, args.namespace)
+    print(f"created run {run_id} ({name}) on {host}")
+    return 0
+
+
+# -- models ------------------------------------------------------------------------------
+def _model_commands(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("models", help="list, show, promote or roll back registered models")
+    msub = m.add_subparsers(title="model commands", required=True)
+    ls = msub.add_parser("list", help="models with their versions and aliases")
+    ls.set_defaults(func=_models_list)
+    sh = msub.add_parser("show", help="one version's manifest and metrics")
+    sh.add_argument("model")
+    sh.add_argument("--version", type=int, help="default: production")
+    sh.set_defaults(func=_models_show)
+    pr = msub.add_parser("promote", help="point production at a version")
+    pr.add_argument("model")
+    pr.add_argument("version", type=int)
+    pr.set_defaults(func=_models_promote)
+    rb = msub.add_parser("rollback", help="restore the previous production version")
+    rb.add_argument("model")
+    rb.set_defaults(func=_models_rollback)
+
+
+def _models_list(args: argparse.Namespace, settings: Settings) -> int:
+    reg = Registry(open_store(settings))
+    models = reg.models()
+    if not models:
+        print(f"no models in {settings.store_uri}")
+    for name in models:
+        prod, prev = reg.alias(name, "production"), reg.alias(name, "previous")
+        print(f"{name}: versions {reg.versions(name)}  production={prod}  previous={prev}")
+    return 0
+
+
+def _print_version(reg: Registry, model: str, version: int) -> None:
+    from driftloop.registry import VersionRef
+
+    ref = VersionRef(model, version)
+    man = reg.manifest(ref)
+    metrics = json.loads(reg.read_file(ref, "metrics.json"))
+    prod = reg.alias(model, "production")
+    print(f"{model} v{version}{'  (production)' if prod == version else ''}  "
+          f"created {man['created']}")
+    print(f"  window: {man['lineage'].get('window')}  run: {man['lineage'].get('run_id')}")
+    print(f"  gate: {metrics.get('gate', '')}")
+    print("  test metrics:    " + _fmt(metrics["test"]))
+    for name, m in (metrics.get("baselines") or {}).items():
+        print(f"  baseline {name + ':':7s} " + _fmt(m))
+    if metrics.get("champion"):
+        print("  champion:        " + _fmt(metrics["champion"]))
+
+
+def _fmt(m: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, float | int))
+
+
+def _models_show(args: argparse.Namespace, settings: Settings) -> int:
+    reg = Registry(open_store(settings))
+    ref = reg.resolve(args.model, args.version)
+    _print_version(reg, ref.model, ref.version)
+    return 0
+
+
+def _models_promote(args: argparse.Namespace, settings: Settings) -> int:
+    Registry(open_store(settings)).promote(args.model, args.version, reason="manual promote")
+    print(f"{args.model}: production -> v{args.version}")
+    return 0
+
+
+def _models_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    version = Registry(open_store(settings)).rollback(args.model)
+    print(f"{args.model}: production -> v{version} (rolled back)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
