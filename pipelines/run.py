@@ -32,13 +32,15 @@ class RunRequest:
     promote: bool = True
     trigger_id: str = ""
     seed: int = 0
+    trials: list[dict] | None = None  # explicit hyperparameter sets instead of sampling
 
     def arguments(self) -> dict:
         if self.n_trials < 1:
             raise ConfigError("--trials must be at least 1")
+        trials = self.trials or sample_trials(self.n_trials, self.seed)
         return {"spec_yaml": spec_to_text(self.spec), "store_uri": self.store_uri,
                 "start": self.start, "end": self.end,
-                "trials": sample_trials(self.n_trials, self.seed), "margin": self.margin,
+                "trials": trials, "margin": self.margin,
                 "promote": self.promote, "trigger_id": self.trigger_id}
 
 

@@ -1,0 +1,76 @@
+import threading
+
+import pytest
+
+from driftloop.errors import IntegrityError, NotFound, RegistryError
+from driftloop.registry import Registry, VersionRef
+
+
+def _version_dir(tmp_path, tag: str):
+    d = tmp_path / f"v-{tag}"
+    (d / "reference").mkdir(parents=True)
+    (d / "model.safetensors").write_bytes(b"weights-" + tag.encode())
+    (d / "reference" / "sample.parquet").write_bytes(b"ref")
+    return d
+
+
+def test_register_writes_manifest_with_sha256_and_commits_last(store, tmp_path):
+    reg = Registry(store)
+    ref = reg.register("m", _version_dir(tmp_path, "a"), {"run_id": "r1"})
+    assert ref == VersionRef("m", 1)
+    man = reg.manifest(ref)
+    assert set(man["files"]) == {"model.safetensors", "reference/sample.parquet"}
+    assert man["lineage"] == {"run_id": "r1"}
+    assert reg.read_file(ref, "model.safetensors") == b"weights-a"
+    assert reg.versions("m") == [1] and reg.models() == ["m"]
+
+
+def test_half_written_version_is_invisible_and_not_reused(store, tmp_path):
+    reg = Registry(store)
+    # A crash after the claim and some files but before COMMITTED:
+    store.create("models/m/versions/1/CLAIM", b"")
+    store.put("models/m/versions/1/model.safetensors", b"partial")
+    assert reg.versions("m") == [] and reg.models() == []
+    with pytest.raises(NotFound, match="no committed version 1"):
+        reg.manifest(VersionRef("m", 1))
+    assert reg.register("m", _version_dir(tmp_path, "b"), {}).version == 2
+    with pytest.raises(RegistryError, match="not a committed version"):
+        reg.promote("m", 1)
+
+
+def test_tampered_file_is_refused(store, tmp_path):
+    reg = Registry(store)
+    ref = reg.register("m", _version_dir(tmp_path, "a"), {})
+    store.put(f"{ref.prefix}/model.safetensors", b"evil")
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        reg.download(ref, tmp_path / "out")
+
+
+def test_promote_and_rollback_are_single_alias_moves(store, tmp_path):
+    reg = Registry(store)
+    for tag in "abc":
+        reg.register("m", _version_dir(tmp_path, tag), {})
+    with pytest.raises(RegistryError, match="no previous version"):
+        reg.rollback("m")
+    reg.promote("m", 1)
+    reg.promote("m", 3)
+    assert (reg.alias("m", "production"), reg.alias("m", "previous")) == (3, 1)
+    assert reg.rollback("m") == 1
+    assert (reg.alias("m", "production"), reg.alias("m", "previous")) == (1, 3)
+    assert reg.resolve("m").version == 1
+    with pytest.raises(NotFound, match="no 'production' alias"):
+        reg.resolve("other")
+
+
+def test_concurrent_registrations_get_distinct_versions(store, tmp_path):
+    reg = Registry(store)
+    dirs = [_version_dir(tmp_path, str(i)) for i in range(4)]
+    refs: list[VersionRef] = []
+    threads = [threading.Thread(target=lambda d=d: refs.append(reg.register("m", d, {})))
+               for d in dirs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.version for r in refs) == [1, 2, 3, 4]
+    assert reg.versions("m") == [1, 2, 3, 4]

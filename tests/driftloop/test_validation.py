@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from driftloop.data import load_window
+from driftloop.errors import ValidationFailed
+from driftloop.spec import load_spec
+from driftloop.validation import validate
+from tests.toy import toy_frame, write_toy
+
+
+def _report(tmp_path, frame, task="regression", **overrides):
+    spec = load_spec(write_toy(tmp_path, task=task, frame=frame, **overrides))
+    return validate(load_window(spec, None, None), spec)
+
+
+def test_clean_data_passes_and_report_is_markdown(tmp_path):
+    report = _report(tmp_path, toy_frame())
+    assert report.failures == []
+    md = report.to_markdown()
+    assert md.startswith("# Data quality: toy") and "**passed**" in md
+    report.raise_if_failed()  # does not raise
+
+
+def test_all_nan_column_fails_naming_the_column(tmp_path):
+    report = _report(tmp_path, toy_frame().assign(b=np.nan))
+    with pytest.raises(ValidationFailed, match="column 'b': missing: every value is missing") as e:
+        report.raise_if_failed()
+    assert "| missing | `b` | fail |" in e.value.report
+
+
+def test_mostly_missing_column_fails(tmp_path):
+    frame = toy_frame()
+    frame.loc[frame.index[:600], "a"] = np.nan
+    assert [c.column for c in _report(tmp_path, frame).failures] == ["a"]
+
+
+def test_single_class_target_fails(tmp_path):
+    frame = toy_frame(task="binary").assign(y="neg")
+    with pytest.raises(ValidationFailed, match="column 'y': label set: 1 class"):
+        _report(tmp_path, frame, task="binary").raise_if_failed()
+
+
+def test_too_few_rows_per_split_fails(tmp_path):
+    with pytest.raises(ValidationFailed, match="rows per split: 30 rows in validation"):
+        _report(tmp_path, toy_frame(200)).raise_if_failed()
+
+
+def test_target_range_and_duplicates(tmp_path):
+    frame = toy_frame()
+    frame.loc[frame.index[:5], "y"] = -1.0
+    failures = _report(tmp_path, frame, quality={"target_min": 0, "min_rows_per_split": 50}
+                       ).failures
+    assert [(c.name, c.column) for c in failures] == [("target range", "y")]
+    dup = toy_frame(400)
+    dup = dup.loc[dup.index.repeat(2)].reset_index(drop=True)
+    assert ("duplicates", "*") in [(c.name, c.column) for c in _report(tmp_path, dup).failures]
+
+
+def test_constant_column_is_a_warning_not_a_failure(tmp_path):
+    report = _report(tmp_path, toy_frame().assign(colour="red"))
+    assert report.failures == []
+    assert [c.column for c in report.checks if c.status == "warn"] == ["colour"]
