@@ -116,12 +116,12 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     req = _request(args, settings)
     req = type(req)(**{**req.__dict__, "store_uri": store.uri})
-    version = run_local(req, store)
-    if version is None:
-        print(f"{req.spec.name}: the challenger did not pass the gate; nothing registered "
-              "(the gate step's log above says why)")
+    run = run_local(req, store)
+    if run.version is None:
+        print(f"{req.spec.name}: the challenger did not pass the gate; nothing registered.")
+        print(run.gate)
         return 0
-    _print_version(Registry(store), req.spec.name, version)
+    _print_version(Registry(store), req.spec.name, run.version)
     return 0
 
 

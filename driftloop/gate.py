@@ -27,7 +27,7 @@ def decide(metric: str, challenger: dict[str, float], baselines: dict[str, dict[
     score = challenger[metric]
     reasons, passed = [], True
     for name, m in sorted(baselines.items()):
-        ok = better(metric, score, m[metric]) and score != m[metric]
+        ok = better(metric, score, m[metric])
         passed &= ok
         reasons.append(f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} "
                        f"{name} baseline {m[metric]:.4g}")

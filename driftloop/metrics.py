@@ -43,10 +43,10 @@ def classification_metrics(
 
 
 def better(metric: str, a: float, b: float, margin: float = 0.0) -> bool:
-    """Is ``a`` better than ``b`` by at least ``margin`` (relative) in ``metric``?"""
+    """Is ``a`` strictly better than ``b`` by more than ``margin`` (relative) in ``metric``?"""
     if metric in LOWER_IS_BETTER:
-        return a <= b * (1 - margin)
-    return a >= b + abs(b) * margin
+        return a < b * (1 - margin)
+    return a > b + abs(b) * margin
 
 
 def tune_threshold(y_pos: np.ndarray, proba: np.ndarray, metric: str) -> float:

@@ -108,7 +108,7 @@ def select_best(model_dirs: list[Path], spec: DatasetSpec) -> Path:
     best, best_score = None, None
     for d in model_dirs:
         score = json.loads((d / "trial.json").read_text())["validation"][spec.metric]
-        if best_score is None or better(spec.metric, score, best_score) and score != best_score:
+        if best_score is None or better(spec.metric, score, best_score):
             best, best_score = d, score
     assert best is not None, "no trials"
     return best

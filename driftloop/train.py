@@ -131,7 +131,7 @@ def train_model(splits: Splits, spec: DatasetSpec, params: dict) -> TrainResult:
         if spec.task == "binary":
             _tune(model, splits.validation, spec)
         score = evaluate(model, splits.validation, spec)[spec.metric]
-        if best_score is None or better(spec.metric, score, best_score) and score != best_score:
+        if best_score is None or better(spec.metric, score, best_score):
             best_state, best_score, best_epoch = copy.deepcopy(net.state_dict()), score, epoch
         elif epoch - best_epoch >= hp.patience:
             break

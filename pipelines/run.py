@@ -6,6 +6,7 @@ import contextlib
 import io
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +65,16 @@ def preflight(req: RunRequest, store: Store) -> None:
     store.list("models")
 
 
+@dataclass(frozen=True)
+class LocalRun:
+    version: int | None  # the registered version; None when the gate did not pass
+    gate: str  # the gate's report (Markdown)
+    root: Path  # kfp.local's pipeline root: every step's outputs
+
+
 def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
-              quiet: bool = False) -> int | None:
-    """Run the pipeline with kfp.local's SubprocessRunner in this Python environment.
-    Returns the registered version, or None when the gate did not pass."""
+              quiet: bool = False) -> LocalRun:
+    """Run the pipeline with kfp.local's SubprocessRunner in this Python environment."""
     from kfp import local
 
     from pipelines.training import training_pipeline
@@ -79,13 +86,20 @@ def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
                workspace_root=str(root / "workspace"))
     sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
+        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext(), \
+                warnings.catch_warnings():
+            # kfp.local warns that our image is "non-Python"; this environment is the
+            # image's environment (driftloop installed), which is what the steps need.
+            warnings.filterwarnings("ignore", message=".*non-Python base image",
+                                    category=RuntimeWarning)
             training_pipeline(**req.arguments())
     except RuntimeError as e:
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
         raise DataError(f"the local pipeline run failed: {plain} (outputs under {root})") from e
     new = sorted(set(Registry(store).versions(req.spec.name)) - before)
-    return new[-1] if new else None
+    reports = sorted((root / "out").glob("*/gate/report"))
+    gate = reports[-1].read_text() if reports else "(no gate report)"
+    return LocalRun(new[-1] if new else None, gate, root)
 
 
 def submit(req: RunRequest, host: str, experiment: str, run_name: str,
