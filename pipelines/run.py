@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import re
@@ -70,6 +71,7 @@ class LocalRun:
     version: int | None  # the registered version; None when the gate did not pass
     gate: str  # the gate's report (Markdown)
     root: Path  # kfp.local's pipeline root: every step's outputs
+    log: str = ""  # kfp.local's output when run quietly (step start/finish lines)
 
 
 def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
@@ -85,6 +87,9 @@ def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "out"),
                workspace_root=str(root / "workspace"))
     sink = io.StringIO()
+    # kfp.local indents output by swapping builtins.print per task; with ParallelFor
+    # threads the swaps interleave and can leave it swapped. Put it back afterwards.
+    original_print = builtins.print
     try:
         with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext(), \
                 warnings.catch_warnings():
@@ -96,10 +101,12 @@ def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
     except RuntimeError as e:
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
         raise DataError(f"the local pipeline run failed: {plain} (outputs under {root})") from e
+    finally:
+        builtins.print = original_print
     new = sorted(set(Registry(store).versions(req.spec.name)) - before)
     reports = sorted((root / "out").glob("*/gate/report"))
     gate = reports[-1].read_text() if reports else "(no gate report)"
-    return LocalRun(new[-1] if new else None, gate, root)
+    return LocalRun(new[-1] if new else None, gate, root, sink.getvalue())
 
 
 def submit(req: RunRequest, host: str, experiment: str, run_name: str,
