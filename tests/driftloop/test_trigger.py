@@ -1,0 +1,117 @@
+"""Exactly-once triggering: leases and records on the store, both backends of it."""
+
+import threading
+from dataclasses import dataclass, field
+
+from driftloop.errors import DriftloopError
+from driftloop.trigger import KfpBackend, Trigger, TriggerLog, fire, reconcile, trigger_id
+
+
+@dataclass
+class FakeKfp:
+    """A KFP API at the boundary: runs by name, like list_runs(filter=display_name)."""
+
+    name: str = "fake"
+    runs: dict[str, str] = field(default_factory=dict)  # run name -> run id
+    state_of: str = "running"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, trig: Trigger) -> str:
+        with self.lock:
+            return self.runs.setdefault(trig.run_name, f"run-{len(self.runs) + 1}")
+
+    def state(self, run_id: str) -> str:
+        return self.state_of
+
+
+def _trigger(window_end="2012-02-01T00:00:00"):
+    return Trigger(id=trigger_id("bike", window_end), model="bike", version=1,
+                   reason=["drifted share 0.6 >= 0.5"],
+                   window={"start": "2012-01-01", "end": window_end},
+                   evidence={"report": "monitoring/bike/windows/x/report.html"},
+                   train_window={"start": "2011-08-01", "end": window_end})
+
+
+def test_trigger_id_is_deterministic_per_window():
+    assert trigger_id("bike", "2012-02-01T00:00") == trigger_id("bike", "2012-02-01T00:00")
+    assert trigger_id("bike", "2012-02-01T00:00") != trigger_id("bike", "2012-03-01T00:00")
+    assert trigger_id("bike", "2012-02-01T00:00").startswith("trg-201202010000-")
+
+
+def test_ten_concurrent_jobs_start_exactly_one_run(store):
+    kfp = FakeKfp()
+    barrier = threading.Barrier(10)
+    results = []
+
+    def job():
+        log = TriggerLog(store, "bike")
+        trig = _trigger()
+        barrier.wait()
+        log.create(trig)  # every job records the same trigger id; one record wins
+        results.append(fire(log, log.get(trig.id), kfp))
+
+    threads = [threading.Thread(target=job) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(kfp.runs) == 1
+    started = [r for r in results if r is not None]
+    assert len(started) == 1 and started[0].status == "running"
+    log = TriggerLog(store, "bike")
+    assert [t.status for t in log.all()] == ["running"]
+    # While that run is in flight, a new window's trigger does not start another run.
+    later = _trigger("2012-03-01T00:00:00")
+    log.create(later)
+    assert fire(log, later, kfp) is None and len(kfp.runs) == 1
+    # Once it has finished, the lease is released and the next trigger may run.
+    kfp.state_of = "succeeded"
+    reconcile(log, kfp)
+    assert log.get(started[0].id).status == "succeeded"
+    assert fire(log, log.get(later.id), kfp).status == "succeeded"
+    assert len(kfp.runs) == 2
+
+
+def test_unreachable_kfp_fails_the_trigger_then_retry_starts_one_run(store, tmp_path):
+    from tests.conftest import ROOT, free_port
+
+    log = TriggerLog(store, "bike")
+    trig = _trigger()
+    log.create(trig)
+    dead = KfpBackend(host=f"http://127.0.0.1:{free_port()}",
+                      spec_path=str(ROOT / "data" / "bike_sharing.yaml"), store_uri=store.uri)
+    failed = fire(log, trig, dead)
+    assert failed.status == "failed" and failed.attempts == 1
+    assert f"cannot start a run on {dead.host}" in failed.error
+    assert log.held() is None  # the lease was released
+    # Next window: the same trigger id is retried; the API now answers.
+    retry = log.retryable()
+    assert retry is not None and retry.id == trig.id
+    kfp = FakeKfp()
+    done = fire(log, retry, kfp)
+    assert done.status == "running" and done.attempts == 2
+    # A retry after the run was created (e.g. the job died before saving) finds it by name.
+    again = fire(log, log.get(trig.id), kfp) if log.held() is None else None
+    assert again is None and len(kfp.runs) == 1
+
+
+def test_expired_lease_is_taken_over(store, monkeypatch):
+    import driftloop.trigger as trigger_module
+    from datetime import timedelta
+
+    log = TriggerLog(store, "bike")
+    monkeypatch.setattr(trigger_module, "LEASE_TTL", timedelta(seconds=-1))
+    assert log.acquire("a") == 1
+    assert log.held() is None  # expired at once: a crashed holder does not block forever
+    assert log.acquire("b") == 2
+
+
+def test_start_errors_are_recorded_not_raised(store):
+    class Broken(FakeKfp):
+        def start(self, trig):
+            raise DriftloopError("boom")
+
+    log = TriggerLog(store, "bike")
+    trig = _trigger()
+    log.create(trig)
+    assert fire(log, trig, Broken()).error == "boom"
