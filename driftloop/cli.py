@@ -24,7 +24,7 @@ from driftloop.settings import Settings, load_settings
 from driftloop.store import open_store
 
 # Modules that add their own subcommands with ``add_commands(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("monitoring.cli", "serving.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +88,9 @@ def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-name", default=None, help="default: <dataset>-<trigger or 'manual'>")
     s.add_argument("--token", default=None, help="bearer token for the KFP API")
     s.add_argument("--namespace", default=None, help="KFP user namespace (multi-user installs)")
+    s.add_argument("--schedule", default=None, metavar="CRON",
+                   help="also create a recurring run (6-field cron, e.g. '0 0 3 * * 1'): "
+                        "a calendar fallback behind drift triggers")
     _run_args(s)
     s.set_defaults(func=_submit)
 
@@ -134,8 +137,10 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("no KFP host: pass --host or set DRIFTLOOP_KFP_HOST")
     req = _request(args, settings)
     name = args.run_name or f"{req.spec.name}-{req.trigger_id or 'manual'}"
-    run_id = submit(req, host, args.experiment, name, args.token, args.namespace)
-    print(f"created run {run_id} ({name}) on {host}")
+    done = submit(req, host, args.experiment, name, args.token, args.namespace, args.schedule)
+    print(f"created run {done.run_id} ({name}) of pipeline version {done.version_id} on {host}")
+    if done.recurring_run_id:
+        print(f"created recurring run {done.recurring_run_id} ({args.schedule})")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Monitoring deployables: the payload collector (``python -m monitoring.collector``)."""

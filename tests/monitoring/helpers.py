@@ -1,0 +1,128 @@
+"""CloudEvent builders and a collector subprocess for the monitoring tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from driftloop.registry import Registry, VersionRef
+from driftloop.settings import Settings
+from driftloop.store import Store
+from tests.conftest import ROOT, free_port
+
+REQ = "org.kubeflow.serving.inference.request"
+RESP = "org.kubeflow.serving.inference.response"
+SCHEMA = {"features": [{"name": "temp", "kind": "numeric", "datatype": "FP64"},
+                       {"name": "season", "kind": "categorical", "datatype": "BYTES"}]}
+
+
+def headers(ce_type: str, rid: str, endpoint: str = "default", **extra: str) -> dict[str, str]:
+    """Binary-mode CloudEvent headers as KServe's logger sends them."""
+    return {"ce-specversion": "1.0", "ce-type": ce_type, "ce-id": rid,
+            "ce-source": "http://localhost:9081/", "ce-time": "2024-05-01T10:00:00Z",
+            "ce-inferenceservicename": "bike", "ce-namespace": "ml", "ce-component": "predictor",
+            "ce-endpoint": endpoint, "content-type": "application/json", **extra}
+
+
+def as_asgi(h: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in h.items()]
+
+
+def v1_pair(rid: str, n: int = 1, model: str = "bike", version: str = "1"
+            ) -> tuple[dict, dict]:
+    req = {"instances": [{"temp": 10.0 + i, "season": "summer"} for i in range(n)]}
+    resp = {"predictions": [100.0 + i for i in range(n)], "model_name": model,
+            "model_version": version}
+    return req, resp
+
+
+def register_fake(store: Store, tmp: Path, model: str = "bike") -> VersionRef:
+    """A committed version that only has a schema.json: enough for the collector."""
+    src = tmp / f"{model}-version"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "schema.json").write_text(json.dumps(SCHEMA))
+    return Registry(store).register(model, src, {"note": "test fake"})
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {"DRIFTLOOP_STORE_URI": settings.store_uri, "PYTHONPATH": str(ROOT)}
+    if settings.s3_endpoint:
+        env |= {"DRIFTLOOP_S3_ENDPOINT": settings.s3_endpoint, "DRIFTLOOP_S3_SECURE": "false",
+                "DRIFTLOOP_S3_ACCESS_KEY": "test", "DRIFTLOOP_S3_SECRET_KEY": "test",
+                "DRIFTLOOP_S3_REGION": "us-east-1"}
+    return env
+
+
+class Running:
+    """A collector subprocess on 127.0.0.1 and an HTTP client for it."""
+
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc, self.port = proc, port
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        self.stderr = ""
+
+    def send(self, ce_type: str, rid: str, body: object, **h: str) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.http.post("/", headers=headers(ce_type, rid, **h), content=content)
+
+    def send_pair(self, rid: str, n: int = 1, endpoint: str = "default") -> None:
+        req, resp = v1_pair(rid, n)
+        assert self.send(REQ, rid, req, endpoint=endpoint).status_code == 200
+        assert self.send(RESP, rid, resp, endpoint=endpoint).status_code == 200
+
+    def metric(self, name: str) -> float:
+        for line in self.http.get("/metrics").text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"no metric {name}")
+
+    def terminate(self) -> int:
+        """SIGTERM, as Kubernetes does; returns the exit code."""
+        self.http.close()
+        self.proc.send_signal(signal.SIGTERM)
+        _, self.stderr = self.proc.communicate(timeout=30)
+        return self.proc.returncode
+
+
+@contextmanager
+def collector(settings: Settings, *args: str) -> Iterator[Running]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitoring.collector", "--port", str(port), *args],
+        env={**os.environ, **settings_env(settings)}, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    running = Running(proc, port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                if running.http.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "collector did not start"
+                time.sleep(0.1)
+        yield running
+    finally:
+        running.http.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False

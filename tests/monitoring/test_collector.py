@@ -1,0 +1,71 @@
+"""The collector as a real subprocess on 127.0.0.1: flush triggers, SIGTERM, S3, labels."""
+
+from __future__ import annotations
+
+from driftloop.payloads import read_labels, read_logs
+from driftloop.settings import Settings
+from driftloop.store import open_store
+from tests.monitoring.helpers import REQ, RESP, collector, wait_for
+
+
+def test_flushes_on_size_before_any_timer(local_settings: Settings) -> None:
+    store = open_store(local_settings)
+    with collector(local_settings, "--batch-rows", "4", "--max-age", "600") as c:
+        for i in range(2):
+            c.send_pair(f"s{i}", n=2)  # 4 rows: a full batch
+        assert wait_for(lambda: len(store.list("logs")) == 1, timeout=10)
+        c.send_pair("s-extra")  # 1 row: stays buffered (600 s age limit)...
+        assert c.metric("driftloop_collector_buffered_rows") == 1
+        assert len(read_logs(store, "bike")) == 4
+        assert c.terminate() == 0
+    assert len(read_logs(store, "bike")) == 5  # ...until shutdown flushes it
+
+
+def test_flushes_on_age(local_settings: Settings) -> None:
+    store = open_store(local_settings)
+    with collector(local_settings, "--batch-rows", "10000", "--max-age", "0.5") as c:
+        c.send_pair("old")
+        assert wait_for(lambda: not read_logs(store, "bike").empty, timeout=10)
+        assert c.metric("driftloop_collector_rows_written_total") == 1
+        c.terminate()
+
+
+def test_sigterm_flushes_everything_and_counts_unpaired(local_settings: Settings) -> None:
+    store = open_store(local_settings)
+    with collector(local_settings, "--batch-rows", "100000", "--max-age", "600") as c:
+        for i in range(50):
+            c.send_pair(f"r{i}", n=3, endpoint="canary")
+        for i in range(3):  # requests whose responses never come (e.g. a 500 upstream)
+            assert c.send(REQ, f"lone{i}", {"instances": [{"temp": 1.0}]}).status_code == 200
+        bad = c.send(RESP, "", {"predictions": [1]})
+        assert bad.status_code == 400 and "ce-id" in bad.json()["error"]
+        assert c.send(REQ, "x", b"{oops").status_code == 400
+        assert c.metric("driftloop_collector_dropped_total") == 2
+        assert c.metric("driftloop_collector_pending_events") == 3
+        assert read_logs(store, "bike").empty  # nothing flushed yet
+        assert c.terminate() == 0
+    df = read_logs(store, "bike", 1, "canary")
+    assert len(df) == 150 and df["request_id"].nunique() == 50
+    assert "3 unpaired" in c.stderr and "0 rows lost" in c.stderr
+
+
+def test_s3_store_logs_and_labels(s3_settings: Settings) -> None:
+    store = open_store(s3_settings)
+    with collector(s3_settings) as c:
+        c.send_pair("s3-a", n=2)
+        assert c.send(RESP, "s3-b", {"predictions": ["yes"], "probabilities": [0.7],
+                                     "model_name": "bike", "model_version": "2"}
+                      ).status_code == 200
+        assert c.send(REQ, "s3-b", {"instances": [{"temp": 3, "season": "x"}]}).status_code == 200
+        r = c.http.post("/labels", json={"model": "bike", "labels": [
+            {"request_id": "s3-a", "row": 1, "label": 120.0, "time": "2024-05-02T00:00:00Z"}]})
+        assert r.status_code == 200 and r.json()["written"] == 1
+        bad = c.http.post("/labels", json={"model": "bike", "labels": [{"row": 0}]})
+        assert bad.status_code == 400 and "request_id" in bad.json()["error"]
+        assert c.terminate() == 0
+    assert store.uri.startswith("s3://")
+    assert len(read_logs(store, "bike", 1)) == 2
+    v2 = read_logs(store, "bike", 2)
+    assert (v2["label"][0], v2["prediction"][0]) == ("yes", 0.7)
+    labels = read_labels(store, "bike")
+    assert labels[["request_id", "row", "actual_value"]].values.tolist() == [["s3-a", 1, 120.0]]
