@@ -1,0 +1,41 @@
+# One image for everything driftloop runs in a cluster: KFP pipeline steps, the
+# KServe predictor, the payload collector and the drift job. Each workload picks
+# its entrypoint (see manifests/ and pipelines/training_pipeline.yaml).
+#
+#   docker build -t ghcr.io/driftloop/driftloop:0.1.0 .
+#
+# The tag is the package version (driftloop/image.py); tests/manifests checks
+# that this file, the manifests and the compiled pipeline agree.
+FROM python:3.11.14-slim-bookworm
+
+LABEL org.opencontainers.image.title="driftloop" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.source="https://github.com/driftloop/driftloop" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    # The root filesystem is read-only in the cluster; /tmp is an emptyDir, so
+    # caches that live under $HOME (matplotlib, torch) land somewhere writable.
+    HOME=/tmp
+
+# A fixed numeric user: manifests set runAsUser 10001 and runAsNonRoot.
+RUN groupadd --system --gid 10001 driftloop \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
+       --shell /usr/sbin/nologin driftloop
+
+WORKDIR /app
+
+# torch first, from the CPU index, pinned: the project's range admits it, so the
+# next install keeps it instead of pulling the much larger CUDA build.
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+
+# .dockerignore admits only the package sources, pyproject, README and data/.
+COPY . .
+RUN pip install --no-cache-dir . \
+    && rm -rf build ./*.egg-info
+
+USER 10001:10001
+EXPOSE 8080
+CMD ["driftloop", "--help"]

