@@ -201,28 +201,23 @@ class KfpBackend:
     name: str = "kfp"
 
     def _client(self):  # noqa: ANN202
-        import kfp
+        from pipelines.run import kfp_client
 
-        token = self.token or _service_account_token()
-        return kfp.Client(host=self.host, existing_token=token, namespace=self.namespace)
+        return kfp_client(self.host, self.token or _service_account_token(), self.namespace)
 
     def start(self, trig: Trigger) -> str:
         from driftloop.spec import load_spec
-        from pipelines.run import COMPILED, RunRequest
+        from pipelines.run import RunRequest, _submit
 
+        req = RunRequest(spec=load_spec(self.spec_path), store_uri=self.store_uri,
+                         start=trig.train_window["start"], end=trig.train_window["end"],
+                         n_trials=self.n_trials, margin=self.margin, trigger_id=trig.id)
         try:
-            client = self._client()
-            existing = _run_named(client, trig.run_name, self.namespace)
-            if existing:
-                return existing  # a retry: the run was created before; never a second one
-            req = RunRequest(spec=load_spec(self.spec_path), store_uri=self.store_uri,
-                             start=trig.train_window["start"], end=trig.train_window["end"],
-                             n_trials=self.n_trials, margin=self.margin, trigger_id=trig.id)
-            run = client.create_run_from_pipeline_package(
-                str(COMPILED), arguments=req.arguments(), run_name=trig.run_name,
-                experiment_name=self.experiment, namespace=self.namespace,
-                enable_caching=False)
-            return str(run.run_id)
+            with self._client() as client:
+                existing = _run_named(client, trig.run_name, self.namespace)
+                if existing:
+                    return existing  # a retry: the run exists already; never a second one
+                return _submit(client, req, self.experiment, trig.run_name, None).run_id
         except DriftloopError:
             raise
         except Exception as e:
@@ -231,7 +226,8 @@ class KfpBackend:
 
     def state(self, run_id: str) -> Status:
         try:
-            run = self._client().get_run(run_id)
+            with self._client() as client:
+                run = client.get_run(run_id)
         except Exception:
             return "running"  # unknown for now: keep the lease, look again next window
         s = str(getattr(run, "state", "") or "").upper()
@@ -253,7 +249,7 @@ def _run_named(client, name: str, namespace: str | None) -> str | None:  # noqa:
     import json
 
     flt = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS",
-                                      "string_value": name}]})
+                                      "stringValue": name}]})
     resp = client.list_runs(namespace=namespace, filter=flt, page_size=1)
     runs = getattr(resp, "runs", None) or []
     return str(runs[0].run_id) if runs else None

@@ -19,6 +19,9 @@ from driftloop.store import Store
 from driftloop.train import sample_trials
 
 COMPILED = Path(__file__).with_name("training_pipeline.yaml")
+# The identity pipeline pods run as (manifests/base/pipeline-rbac.yaml): the only one
+# allowed to patch the InferenceService at deploy time.
+RUN_SERVICE_ACCOUNT = "driftloop-pipeline"
 
 
 @dataclass(frozen=True)
@@ -109,21 +112,84 @@ def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
     return LocalRun(new[-1] if new else None, gate, root, sink.getvalue())
 
 
-def submit(req: RunRequest, host: str, experiment: str, run_name: str,
-           token: str | None = None, namespace: str | None = None) -> str:
-    """Create a run on a Kubeflow Pipelines host from the compiled package; its run id."""
+@contextlib.contextmanager
+def kfp_client(host: str, token: str | None = None, namespace: str | None = None):  # noqa: ANN201
+    """A kfp.Client that closes its connections afterwards. kfp.Client has no close(); its
+    service APIs share one kfp_server_api.ApiClient whose close() ends only a thread pool,
+    so the urllib3 pool holding the sockets is cleared too."""
     import kfp
 
+    client = kfp.Client(host=host, existing_token=token, namespace=namespace)
+    try:
+        yield client
+    finally:
+        api = client._run_api.api_client
+        api.close()
+        api.rest_client.pool_manager.clear()
+
+
+def upload(client, package: Path = COMPILED) -> tuple[str, str]:  # noqa: ANN001
+    """The pipeline and its version named after the package version, uploaded once:
+    (pipeline id, version id). Re-submitting the same release reuses them."""
+    import json
+
+    from driftloop import __version__
+    from pipelines.training import PIPELINE_NAME
+
+    version_name = f"{PIPELINE_NAME}-{__version__}"
+    pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+    if pipeline_id is None:
+        pipeline = client.upload_pipeline(str(package), pipeline_name=PIPELINE_NAME)
+        pipeline_id = pipeline.pipeline_id
+    flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name",
+                                      "stringValue": version_name}]})
+    found = client.list_pipeline_versions(pipeline_id, filter=flt).pipeline_versions or []
+    if found:
+        return pipeline_id, found[0].pipeline_version_id
+    version = client.upload_pipeline_version(str(package), version_name,
+                                             pipeline_id=pipeline_id)
+    return pipeline_id, version.pipeline_version_id
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_id: str
+    pipeline_id: str
+    version_id: str
+    recurring_run_id: str | None = None
+
+
+def submit(req: RunRequest, host: str, experiment: str, run_name: str,
+           token: str | None = None, namespace: str | None = None,
+           schedule: str | None = None) -> Submitted:
+    """Upload the compiled pipeline (once per release), then create a run of that version
+    on a Kubeflow Pipelines host; with ``schedule`` (a 6-field KFP cron expression) also a
+    recurring run: the calendar fallback behind drift-triggered retraining."""
     if not COMPILED.exists():
         compile_pipeline()
     try:
-        client = kfp.Client(host=host, existing_token=token, namespace=namespace)
-        run = client.create_run_from_pipeline_package(
-            str(COMPILED), arguments=req.arguments(), run_name=run_name,
-            experiment_name=experiment, namespace=namespace, enable_caching=False)
+        with kfp_client(host, token, namespace) as client:
+            return _submit(client, req, experiment, run_name, schedule)
     except DriftloopError:
         raise
     except Exception as e:  # connection refused, 401, 404 from the KFP API
         raise ConfigError(f"cannot create a run on Kubeflow Pipelines at {host}: "
                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    return str(run.run_id)
+
+
+def _submit(client, req: RunRequest, experiment: str, run_name: str,  # noqa: ANN001
+            schedule: str | None) -> Submitted:
+    pipeline_id, version_id = upload(client)
+    exp = client.create_experiment(experiment, namespace=client.get_user_namespace() or None)
+    args = req.arguments()
+    run = client.run_pipeline(exp.experiment_id, run_name, params=args,
+                              pipeline_id=pipeline_id, version_id=version_id,
+                              enable_caching=False, service_account=RUN_SERVICE_ACCOUNT)
+    recurring = None
+    if schedule:
+        recurring = client.create_recurring_run(
+            exp.experiment_id, f"{run_name}-schedule", cron_expression=schedule,
+            params=args, pipeline_id=pipeline_id, version_id=version_id,
+            max_concurrency=1, no_catchup=True, enable_caching=False,
+            service_account=RUN_SERVICE_ACCOUNT).recurring_run_id
+    return Submitted(str(run.run_id), pipeline_id, version_id, recurring)

@@ -1,0 +1,62 @@
+"""`driftloop pipeline submit` and the KFP trigger backend against a fake KFP API."""
+
+import pytest
+
+from driftloop import __version__
+from driftloop.spec import load_spec
+from driftloop.trigger import KfpBackend, Trigger, TriggerLog, fire, trigger_id
+from pipelines.run import RunRequest, submit
+from tests.conftest import ROOT
+from tests.fake_kfp import FakeKfp
+
+SPEC = ROOT / "data" / "bike_sharing.yaml"
+
+
+@pytest.fixture
+def kfp_api():
+    api = FakeKfp()
+    yield api
+    api.close()
+
+
+def test_submit_uploads_the_release_once_and_runs_that_version(kfp_api):
+    req = RunRequest(spec=load_spec(SPEC), store_uri="s3://driftloop/store", end="2012-01-01")
+    first = submit(req, kfp_api.host, "driftloop", "bike-manual")
+    second = submit(req, kfp_api.host, "driftloop", "bike-manual-2", schedule="0 0 3 * * 1")
+    assert [p["display_name"] for p in kfp_api.pipelines] == ["driftloop-training"]
+    assert [v["display_name"] for v in kfp_api.versions] == [f"driftloop-training-{__version__}"]
+    assert first.version_id == second.version_id == "pv1"
+    run = kfp_api.runs[0]
+    assert run["display_name"] == "bike-manual" and run["experiment_id"] == "e1"
+    assert run["pipeline_version_reference"] == {"pipeline_id": "p1", "pipeline_version_id": "pv1"}
+    params = run["runtime_config"]["parameters"]
+    assert params["end"] == "2012-01-01" and params["store_uri"] == "s3://driftloop/store"
+    assert "name: bike-sharing" in params["spec_yaml"] and len(params["trials"]) == 4
+    rec = kfp_api.recurring[0]
+    assert second.recurring_run_id == "rr1"
+    assert rec["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert int(rec["max_concurrency"]) == 1 and rec["no_catchup"] is True
+
+
+def test_kfp_backend_names_the_run_after_the_trigger_and_never_starts_it_twice(kfp_api, store):
+    backend = KfpBackend(host=kfp_api.host, spec_path=str(SPEC), store_uri=store.uri)
+    log = TriggerLog(store, "bike-sharing")
+    trig = Trigger(id=trigger_id("bike-sharing", "2012-02-01"), model="bike-sharing", version=1,
+                   reason=["drift"], window={"start": "2012-01-01", "end": "2012-02-01"},
+                   evidence={}, train_window={"start": "2011-08-01", "end": "2012-02-01"})
+    log.create(trig)
+    started = fire(log, trig, backend)
+    assert started.status == "running" and started.run_id == "r1"
+    run = kfp_api.runs[0]
+    assert run["display_name"] == f"bike-sharing-{trig.id}"
+    assert run["runtime_config"]["parameters"]["trigger_id"] == trig.id
+    assert run["runtime_config"]["parameters"]["start"] == "2011-08-01"
+    # The job retries after a crash that lost the record update: the run is found by name.
+    log.release_current()
+    again = fire(log, log.get(trig.id), backend)
+    assert again.run_id == "r1" and len(kfp_api.runs) == 1
+    kfp_api.runs[0]["state"] = "SUCCEEDED"
+    from driftloop.trigger import reconcile
+
+    reconcile(log, backend)
+    assert log.get(trig.id).status == "succeeded" and log.held() is None
