@@ -1,0 +1,179 @@
+"""Serving latency on loopback: our predictor vs a no-op kserve.Model, logging on vs off.
+
+    .venv/bin/python bench/serving.py [--n 2000] [--warmup 200]
+
+1. Train a small bike-sharing model in-process (default architecture, 2 epochs: latency
+   depends on the architecture, not on how well it fits) and register it in a temp store.
+2. Start one kserve REST server on 127.0.0.1 in a subprocess (so the client does not share
+   its GIL) hosting: ``bike`` (our predictor), ``bike-logged`` (payload logging to a fake
+   collector, itself another subprocess answering 200) and ``noop`` (returns a constant).
+3. Sequential requests over one persistent httpx connection; each figure is measured after
+   ``--warmup`` requests. The LAST stdout line is one JSON object with the figures.
+
+Goals: v1 single-row p50 <= 1.3 x no-op p50; logging adds <= 10 % to p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RECEIVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def prepare(root: Path) -> tuple[Path, list[dict]]:
+    """Train + register; returns (store dir, 1,000 held-out rows as V1 instances)."""
+    from driftloop.data import load_window, split_by_time
+    from driftloop.spec import load_spec
+    from driftloop.steps import register
+    from driftloop.store import LocalStore
+    from driftloop.train import train_model
+
+    spec = load_spec(ROOT / "data" / "bike_sharing.yaml")
+    s = split_by_time(load_window(spec, "2011-01-01", "2011-07-01"), spec)
+    train_model(s, spec, {"max_epochs": 2}).model.save(root / "model")
+    s.train.to_parquet(root / "train.parquet", index=False)
+    s.test.to_parquet(root / "test.parquet", index=False)
+    register(root / "model", root / "train.parquet", root / "test.parquet", spec,
+             LocalStore(root / "store"), lineage={}, promote=True)
+    rows = json.loads(s.test[spec.features].head(1000).to_json(orient="records"))
+    return root / "store", rows
+
+
+def serve(port: int, store: str, logger_url: str) -> None:
+    """The server subprocess."""
+    import logging
+
+    from kserve import Model
+
+    from driftloop.registry import Registry
+    from driftloop.store import LocalStore
+    from serving.artifacts import load_from_registry
+    from serving.model import TabularPredictor
+    from serving.payload_log import LoggerConfig, PayloadEmitter
+    from serving.server import LocalServer
+
+    class Noop(Model):
+        def __init__(self) -> None:
+            super().__init__("noop")
+            self.ready = True
+
+        def predict(self, payload: dict, headers: dict | None = None) -> dict:
+            return {"predictions": [0.0]}
+
+    reg = Registry(LocalStore(Path(store)))
+    ref = reg.resolve("bike-sharing")
+    emitter = PayloadEmitter(LoggerConfig(url=logger_url, inference_service="bike"),
+                             "bike-logged")
+    models = [Noop(), TabularPredictor("bike", lambda: load_from_registry(reg, ref)),
+              TabularPredictor("bike-logged", lambda: load_from_registry(reg, ref),
+                               emitter=emitter)]
+    logging.getLogger().setLevel(logging.WARNING)  # no per-request log lines
+    LocalServer(models, port=port).run()
+
+
+def measure(client, path: str, body: dict, n: int, warmup: int) -> dict:  # noqa: ANN001
+    content = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    for _ in range(warmup):
+        client.post(path, content=content, headers=headers).raise_for_status()
+    times = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        r = client.post(path, content=content, headers=headers)
+        times.append(time.perf_counter() - t)
+        r.raise_for_status()
+    total = time.perf_counter() - t0
+    times.sort()
+    return {"p50_ms": 1000 * times[len(times) // 2],
+            "p99_ms": 1000 * times[min(len(times) - 1, int(len(times) * 0.99))],
+            "rps": n / total}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--batch-n", type=int, default=200, help="1,000-row requests to time")
+    p.add_argument("--serve", nargs=3, metavar=("PORT", "STORE", "LOGGER_URL"),
+                   help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        serve(int(args.serve[0]), args.serve[1], args.serve[2])
+        return
+
+    import httpx
+
+    from serving.server import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store, rows = prepare(Path(tmp))
+        rport, sport = free_port(), free_port()
+        procs = [subprocess.Popen([sys.executable, "-c", RECEIVER, str(rport)]),
+                 subprocess.Popen([sys.executable, __file__, "--serve", str(sport), str(store),
+                                   f"http://127.0.0.1:{rport}/"], cwd=ROOT,
+                                  stderr=subprocess.DEVNULL)]
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{sport}", timeout=30) as c:
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        if c.get("/v2/health/ready").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise SystemExit("server did not start")
+                    time.sleep(0.2)
+                one = {"instances": rows[:1]}
+                v2 = {"inputs": [{"name": k, "shape": [1],
+                                  "datatype": "BYTES" if isinstance(v, str) else "FP64",
+                                  "data": [v]} for k, v in rows[0].items()]}
+                n, w = args.n, args.warmup
+                noop = measure(c, "/v1/models/noop:predict", one, n, w)
+                v1 = measure(c, "/v1/models/bike:predict", one, n, w)
+                logged = measure(c, "/v1/models/bike-logged:predict", one, n, w)
+                v2r = measure(c, "/v2/models/bike/infer", v2, n, w)
+                batch = measure(c, "/v1/models/bike:predict", {"instances": rows},
+                                args.batch_n, 20)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+    out = {
+        "v1_p50_ms": round(v1["p50_ms"], 3), "v1_p99_ms": round(v1["p99_ms"], 3),
+        "v1_rps": round(v1["rps"], 1), "v1_batch1000_p50_ms": round(batch["p50_ms"], 3),
+        "v2_p50_ms": round(v2r["p50_ms"], 3), "noop_p50_ms": round(noop["p50_ms"], 3),
+        "noop_rps": round(noop["rps"], 1), "logged_p50_ms": round(logged["p50_ms"], 3),
+        "ratio_p50": round(v1["p50_ms"] / noop["p50_ms"], 3),
+        "logging_overhead": round(logged["p50_ms"] / v1["p50_ms"] - 1, 3),
+        "requests_per_measurement": n, "warmup": w, "batch_requests": args.batch_n,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

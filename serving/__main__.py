@@ -1,0 +1,72 @@
+"""The container entrypoint, with KServe's conventions::
+
+    python -m serving --model_dir /mnt/models --model_name bike-sharing --http_port 8080 \
+        [--logger_url http://collector/] [--max_batch_rows 1000]
+
+``--model_dir`` is a registry version directory (the InferenceService ``storageUri``,
+copied by KServe's storage initializer); every file is checked against ``manifest.json``
+and a mismatch refuses to start. All of kserve's ModelServer flags are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from driftloop.errors import DriftloopError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kserve.model_server import parser as kserve_parser
+
+    from serving.model import DEFAULT_MAX_BATCH_ROWS
+
+    p = argparse.ArgumentParser(prog="python -m serving", parents=[kserve_parser])
+    p.add_argument("--model_dir", default="/mnt/models", help="registry version directory")
+    p.add_argument("--max_batch_rows", type=int, default=DEFAULT_MAX_BATCH_ROWS,
+                   help="largest batch one request may send (default %(default)s)")
+    p.add_argument("--logger_url", default=None,
+                   help="send KServe-style payload CloudEvents here (the collector)")
+    p.add_argument("--inference_service", default=None,
+                   help="ce-inferenceservicename (default: --model_name)")
+    p.add_argument("--namespace", default="default", help="ce-namespace")
+    p.add_argument("--endpoint", default="default", choices=["default", "canary"],
+                   help="ce-endpoint: which InferenceService endpoint this pod serves")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kserve import ModelServer
+
+    from serving.artifacts import load_dir
+    from serving.model import TabularPredictor
+    from serving.payload_log import LoggerConfig, PayloadEmitter
+
+    emitter = None
+    if args.logger_url:
+        emitter = PayloadEmitter(LoggerConfig(
+            url=args.logger_url, inference_service=args.inference_service or args.model_name,
+            namespace=args.namespace, endpoint=args.endpoint), args.model_name)
+    model_dir = Path(args.model_dir)
+    predictor = TabularPredictor(args.model_name, lambda: load_dir(model_dir),
+                                 args.max_batch_rows, emitter)
+    try:
+        predictor.load()
+    except DriftloopError as e:
+        logging.getLogger("serving").error("refusing to start: %s", e)
+        print(f"serving: error: {e}", file=sys.stderr)  # noqa: T201 - the pod's last words
+        return 1
+    from kserve.model_server import app
+
+    from serving.server import install_error_handlers
+
+    install_error_handlers(app)
+    ModelServer().start([predictor])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

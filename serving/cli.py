@@ -1,0 +1,77 @@
+"""``driftloop serve``: the predictor on this machine, following the registry.
+
+    driftloop serve --model bike-sharing                 # production alias, hot-swapped
+    driftloop serve --model bike-sharing --version 3     # pinned: no swapping
+    driftloop serve --model bike-sharing --logger-url http://127.0.0.1:8090/ --port 8080
+
+Binds 127.0.0.1 unless ``--host`` says otherwise. Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from driftloop.errors import ConfigError
+from driftloop.registry import Registry
+from driftloop.settings import Settings
+from driftloop.store import open_store
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from serving.model import DEFAULT_MAX_BATCH_ROWS
+
+    s = sub.add_parser("serve", help="serve a registered model with KServe's model server")
+    s.add_argument("--model", help="registered model (default: the only one in the store)")
+    pick = s.add_mutually_exclusive_group()
+    pick.add_argument("--version", type=int, help="serve this version (no hot swap)")
+    pick.add_argument("--alias", default="production",
+                      help="follow this alias and hot-swap when it moves (default production)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--logger-url", help="send KServe-style payload CloudEvents to this URL")
+    s.add_argument("--endpoint", default="default", choices=["default", "canary"])
+    s.add_argument("--watch-interval", type=float, default=2.0,
+                   help="seconds between alias checks (default %(default)s)")
+    s.add_argument("--max-batch-rows", type=int, default=DEFAULT_MAX_BATCH_ROWS)
+    s.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.artifacts import load_from_registry
+    from serving.model import TabularPredictor
+    from serving.payload_log import LoggerConfig, PayloadEmitter
+    from serving.server import LocalServer
+    from serving.watch import AliasWatcher
+
+    registry = Registry(open_store(settings))
+    name = args.model or _only_model(registry)
+    ref = registry.resolve(name, args.version, None if args.version else args.alias)
+    emitter = None
+    if args.logger_url:
+        emitter = PayloadEmitter(LoggerConfig(url=args.logger_url, inference_service=name,
+                                              namespace="local", endpoint=args.endpoint), name)
+    predictor = TabularPredictor(name, lambda: load_from_registry(registry, ref),
+                                 args.max_batch_rows, emitter)
+    predictor.load()
+    watcher = None
+    if args.version is None:
+        watcher = AliasWatcher(registry, name, args.alias, ref.version, predictor.swap,
+                               args.watch_interval).start()
+    server = LocalServer([predictor], port=args.port, host=args.host, latency_logging=True)
+    following = f" (following {args.alias})" if watcher else ""
+    print(f"serving {name} v{ref.version} on {server.url}/v1/models/{name}:predict{following}")  # noqa: T201
+    try:
+        server.run()
+    finally:
+        if watcher:
+            watcher.stop()
+        if emitter:
+            emitter.close()
+    return 0
+
+
+def _only_model(registry: Registry) -> str:
+    models = registry.models()
+    if len(models) != 1:
+        raise ConfigError(f"pass --model: the store holds {models or 'no models'}")
+    return models[0]

@@ -1,0 +1,298 @@
+"""Requests in, responses out: V1 and V2 (Open Inference Protocol) against schema.json.
+
+Plain functions, no server: ``decode_v1`` / ``decode_v2`` turn a decoded request body
+into a typed DataFrame for ``TabularModel.predict`` (numeric -> float64, categorical ->
+str) or raise ``kserve.errors.InvalidInput`` (HTTP 400) with a message naming the field;
+``v1_response`` / ``v2_outputs`` build the response bodies. Nothing here can raise
+anything else for bad input: kserve turns any other exception into a 500.
+
+    from serving.protocol import Schema, decode_v1
+    decode_v1({"instances": [{...}]}, Schema.from_json(schema_dict), max_rows=1000)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kserve.errors import InvalidInput
+
+NUMERIC_TYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
+                           "UINT8", "UINT16", "UINT32", "UINT64"})
+_MISSING = None  # a JSON null is a missing value: imputed (numeric) or the unknown bucket
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: str  # "numeric" | "categorical"
+    datatype: str  # V2 datatype the metadata advertises: FP64 or BYTES
+    categories: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Schema:
+    """schema.json (see driftloop.steps.input_schema): the input contract we enforce."""
+
+    model: str
+    task: str
+    features: tuple[Feature, ...]
+    unknown_category: str  # "bucket": unseen categories map to index 0; "reject": a 400
+    classes: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, d: dict) -> Schema:
+        feats = tuple(Feature(f["name"], f["kind"], f["datatype"],
+                              frozenset(f.get("categories") or ())) for f in d["features"])
+        return cls(d["model"], d["task"], feats, d.get("unknown_category", "bucket"),
+                   tuple(d.get("classes") or ()))
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {f.name: f.kind for f in self.features}
+
+
+# -- values ------------------------------------------------------------------------------
+def _numeric(f: Feature, values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype="float64")
+    for i, v in enumerate(values):
+        if v is _MISSING:
+            out[i] = np.nan
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise InvalidInput(f"field {f.name!r}: expected a number, got "
+                               f"{type(v).__name__} {_show(v)}")
+        try:
+            x = float(v)
+        except OverflowError:
+            x = math.inf
+        if not math.isfinite(x):
+            raise InvalidInput(f"field {f.name!r}: {_show(v)} is not a finite number")
+        out[i] = x
+    return out
+
+
+def _categorical(f: Feature, values: list, reject_unknown: bool) -> list:
+    out = []
+    for v in values:
+        if v is _MISSING:
+            out.append(None)
+            continue
+        if isinstance(v, str):
+            s = v
+        elif isinstance(v, bytes):
+            try:
+                s = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(f"field {f.name!r}: bytes are not UTF-8") from None
+        elif isinstance(v, int) and not isinstance(v, bool):
+            s = str(v)  # categories compare as strings: 3 and "3" are the same
+        elif isinstance(v, float) and math.isfinite(v):
+            s = str(int(v)) if v.is_integer() else str(v)
+        else:
+            raise InvalidInput(f"field {f.name!r}: expected a string category, got "
+                               f"{type(v).__name__} {_show(v)}")
+        if reject_unknown and s not in f.categories:
+            known = sorted(f.categories)
+            raise InvalidInput(f"field {f.name!r}: unknown category {_show(s)}; "
+                               f"known: {known[:20]}{' ...' if len(known) > 20 else ''}")
+        out.append(s)
+    return out
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def to_frame(columns: dict[str, list], schema: Schema) -> pd.DataFrame:
+    """Validated columns (every feature, equal lengths) -> the model's input frame."""
+    reject = schema.unknown_category == "reject"
+    data: dict[str, Any] = {}
+    for f in schema.features:
+        values = columns[f.name]
+        data[f.name] = (_numeric(f, values) if f.kind == "numeric"
+                        else _categorical(f, values, reject))
+    return pd.DataFrame(data)
+
+
+def _check_rows(n: int, max_rows: int) -> None:
+    if n == 0:
+        raise InvalidInput("no rows: send at least one instance")
+    if n > max_rows:
+        raise InvalidInput(f"too many rows: {n} > {max_rows} per request; split the batch")
+
+
+def _check_names(given: list[str], schema: Schema, where: str) -> None:
+    expected = set(schema.names)
+    if missing := [n for n in schema.names if n not in given]:
+        raise InvalidInput(f"{where}missing field {missing[0]!r}"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if unknown := [n for n in given if n not in expected]:
+        raise InvalidInput(f"{where}unknown field {_show(unknown[0])}; expected {schema.names}")
+
+
+# -- V1 ------------------------------------------------------------------------------------
+def decode_v1(body: Any, schema: Schema, max_rows: int) -> pd.DataFrame:
+    """``{"instances": [...], "timestamp"?: ISO 8601}`` -> frame. Instances are objects
+    keyed by feature name or lists in schema order. ``timestamp`` is the event time (the
+    collector logs it); it is checked here and otherwise ignored."""
+    if isinstance(body, bytes | bytearray | str):
+        raise InvalidInput("the request body must be a JSON object sent as "
+                           "Content-Type: application/json")
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the request body must be a JSON object, got {type(body).__name__}")
+    if "timestamp" in body:
+        check_timestamp(body["timestamp"])
+    instances = body.get("instances")
+    if not isinstance(instances, list):
+        raise InvalidInput('field "instances": expected a list of instances')
+    _check_rows(len(instances), max_rows)
+    names = schema.names
+    columns: dict[str, list] = {n: [] for n in names}
+    for i, inst in enumerate(instances):
+        if isinstance(inst, dict):
+            if len(inst) != len(names) or any(n not in inst for n in names):
+                _check_names(list(inst), schema, f"instance {i}: ")
+            for n in names:
+                columns[n].append(inst[n])
+        elif isinstance(inst, list):
+            if len(inst) != len(names):
+                raise InvalidInput(f"instance {i}: a list instance needs {len(names)} values "
+                                   f"in schema order {names}, got {len(inst)}")
+            for n, v in zip(names, inst, strict=True):
+                columns[n].append(v)
+        else:
+            raise InvalidInput(f"instance {i}: expected an object or a list, "
+                               f"got {type(inst).__name__}")
+    try:
+        return to_frame(columns, schema)
+    except InvalidInput as e:
+        raise InvalidInput(f"{e} (instances)") from None
+
+
+def check_timestamp(value: Any) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput('field "timestamp": expected an ISO 8601 string')
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f'field "timestamp": {_show(value)} is not ISO 8601') from None
+
+
+def v1_response(model_name: str, version: int, pred: dict[str, np.ndarray],
+                rules_fired: list[list[str]] | None) -> dict:
+    body: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
+    if "value" in pred:
+        body["predictions"] = pred["value"].tolist()
+    else:
+        body["predictions"] = pred["label"].tolist()
+        body["probabilities"] = pred["probability"].tolist()
+    if rules_fired is not None:
+        body["rules_fired"] = rules_fired
+    return body
+
+
+# -- V2 ------------------------------------------------------------------------------------
+def _flatten(data: Any, name: str) -> list:
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {name!r}: data must be a list")
+    if data and all(isinstance(x, list) for x in data):
+        flat = []
+        for part in data:
+            if any(isinstance(x, list) for x in part):
+                raise InvalidInput(f"input {name!r}: data nests deeper than [n, 1]")
+            flat.extend(part)
+        return flat
+    if any(isinstance(x, list) for x in data):
+        raise InvalidInput(f"input {name!r}: data mixes lists and values")
+    return data
+
+
+def decode_v2(inputs: list, schema: Schema, max_rows: int) -> pd.DataFrame:
+    """One named input per feature column, shape [n] or [n, 1]; numeric features take a
+    numeric datatype (FP32, FP64, INT64, ...), categorical features BYTES."""
+    by_name = {f.name: f for f in schema.features}
+    names = [str(getattr(t, "name", "")) for t in inputs]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise InvalidInput(f"input {_show(dup)} is given more than once")
+    _check_names(names, schema, "")
+    columns: dict[str, list] = {}
+    rows = None
+    for t in inputs:
+        f = by_name[t.name]
+        dtype = str(t.datatype)
+        if f.kind == "numeric" and dtype not in NUMERIC_TYPES:
+            raise InvalidInput(f"input {f.name!r}: numeric feature needs a numeric datatype "
+                               f"(FP64, FP32, INT64, ...), got {_show(dtype)}")
+        if f.kind == "categorical" and dtype != "BYTES":
+            raise InvalidInput(f"input {f.name!r}: categorical feature needs datatype BYTES, "
+                               f"got {_show(dtype)}")
+        shape = t.shape
+        if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
+                or not all(isinstance(s, int) and s >= 0 for s in shape)
+                or (len(shape) == 2 and shape[1] != 1)):
+            raise InvalidInput(f"input {f.name!r}: shape must be [n] or [n, 1], got {_show(shape)}")
+        values = _flatten(t.data, f.name)
+        if len(values) != shape[0]:
+            raise InvalidInput(f"input {f.name!r}: shape {shape} but {len(values)} values")
+        if rows is None:
+            rows = shape[0]
+            _check_rows(rows, max_rows)
+        elif shape[0] != rows:
+            raise InvalidInput(f"input {f.name!r}: {shape[0]} rows, other inputs have {rows}")
+        columns[f.name] = values
+    return to_frame(columns, schema)
+
+
+def input_types(schema: Schema) -> list[dict]:
+    return [{"name": f.name, "datatype": f.datatype, "shape": [-1]} for f in schema.features]
+
+
+def output_types(schema: Schema, has_rules: bool) -> list[dict]:
+    if schema.task == "regression":
+        out = [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+    else:
+        out = [{"name": "prediction", "datatype": "BYTES", "shape": [-1]},
+               {"name": "probability", "datatype": "FP64", "shape": [-1]}]
+    if has_rules:
+        out.append({"name": "rules_fired", "datatype": "BYTES", "shape": [-1]})
+    return out
+
+
+def v2_outputs(pred: dict[str, np.ndarray], rules_fired: list[list[str]] | None) -> list[dict]:
+    """V2 output tensors as JSON dicts (what ``InferResponse.to_rest`` would produce)."""
+    import orjson
+
+    if "value" in pred:
+        outs = [_tensor("prediction", "FP64", pred["value"].tolist())]
+    else:
+        outs = [_tensor("prediction", "BYTES", [str(x) for x in pred["label"]]),
+                _tensor("probability", "FP64", pred["probability"].tolist())]
+    if rules_fired is not None:
+        outs.append(_tensor("rules_fired", "BYTES",
+                            [orjson.dumps(r).decode() for r in rules_fired]))
+    return outs
+
+
+def _tensor(name: str, datatype: str, data: list) -> dict:
+    return {"name": name, "datatype": datatype, "shape": [len(data)], "data": data}
+
+
+def v2_request_json(request_id: str, parameters: Any, inputs: list) -> dict:
+    """The V2 request as JSON, for the payload log (the collector reads this shape)."""
+    body: dict[str, Any] = {"id": request_id, "inputs": [
+        {"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": t.data}
+        for t in inputs]}
+    if parameters:
+        body["parameters"] = dict(parameters)
+    return body

@@ -1,0 +1,170 @@
+"""Serving fixtures: two small real models (trained in-process, registered through the
+real registry path) and one real kserve REST server on 127.0.0.1 hosting several
+predictors (kserve allows one REST app per process)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from driftloop.data import load_window, split_by_time
+from driftloop.registry import Registry, VersionRef
+from driftloop.spec import DatasetSpec, load_spec
+from driftloop.steps import register
+from driftloop.store import LocalStore
+from driftloop.train import train_model
+from serving.artifacts import load_dir, load_from_registry
+from serving.model import TabularPredictor
+from serving.payload_log import LoggerConfig, PayloadEmitter
+from serving.server import LocalServer, free_port
+from serving.watch import AliasWatcher
+from tests.conftest import ROOT
+
+HERE = Path(__file__).parent
+QUICK = {"max_epochs": 2, "hidden": 32, "layers": 1}
+# kserve 0.21 returns fastapi's ORJSONResponse, which fastapi >= 0.120 deprecates with a
+# UserWarning (not a DeprecationWarning, so pyproject's kserve filter misses it).
+KSERVE_WARNING = "ignore:ORJSONResponse is deprecated:UserWarning"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.filterwarnings(KSERVE_WARNING))
+
+
+@dataclass
+class Trained:
+    spec: DatasetSpec
+    store: LocalStore
+    registry: Registry
+    test: pd.DataFrame  # held-out rows with features, target and time
+    dir: Path  # a verified copy of v1: what /mnt/models holds in the cluster
+    model_dir: Path  # the trained model (to register again as v2)
+    train_path: Path
+    test_path: Path
+
+
+def train_and_register(spec: DatasetSpec, start: str, end: str, root: Path) -> Trained:
+    s = split_by_time(load_window(spec, start, end), spec)
+    model_dir, train_p, test_p = root / "model", root / "train.parquet", root / "test.parquet"
+    train_model(s, spec, QUICK).model.save(model_dir)
+    s.train.to_parquet(train_p, index=False)
+    s.test.to_parquet(test_p, index=False)
+    store = LocalStore(root / "store")
+    ref = register(model_dir, train_p, test_p, spec, store, lineage={}, promote=True)
+    registry = Registry(store)
+    version_dir = registry.download(ref, root / "mnt-models")
+    return Trained(spec, store, registry, s.test, version_dir, model_dir, train_p, test_p)
+
+
+@pytest.fixture(scope="session")
+def bike(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    spec = load_spec(ROOT / "data" / "bike_sharing.yaml")
+    spec = spec.model_copy(update={"rules": str(HERE / "bike_rules.yaml")})
+    return train_and_register(spec, "2011-01-01", "2011-03-01", tmp_path_factory.mktemp("bike"))
+
+
+@pytest.fixture(scope="session")
+def bank(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    spec = load_spec(ROOT / "data" / "bank_marketing.yaml")
+    spec = spec.model_copy(update={"unknown_category": "reject"})
+    return train_and_register(spec, "2008-05-01", "2008-07-01", tmp_path_factory.mktemp("bank"))
+
+
+class Receiver:
+    """A fake collector: records every POST's headers and body, answers 200."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[dict, bytes]] = []
+        events = self.events
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                events.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@dataclass
+class Served:
+    url: str
+    watch: Trained  # the store the "bike-watch" model follows
+    watcher: AliasWatcher
+
+
+@pytest.fixture(scope="session")
+def server(bike: Trained, bank: Trained, receiver: Receiver,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    dead = f"http://127.0.0.1:{free_port()}/"  # nothing listens here
+    watch = train_and_register(bike.spec, "2011-01-01", "2011-03-01",
+                               tmp_path_factory.mktemp("watch"))
+
+    def logger(url: str, name: str) -> PayloadEmitter:
+        return PayloadEmitter(LoggerConfig(url=url, inference_service=name, namespace="ns",
+                                           timeout_s=0.5), name)
+
+    predictors = [
+        TabularPredictor("bike", lambda: load_dir(bike.dir)),
+        TabularPredictor("bank", lambda: load_dir(bank.dir), max_batch_rows=50),
+        TabularPredictor("bike-deadlog", lambda: load_dir(bike.dir),
+                         emitter=logger(dead, "bike-deadlog")),
+        TabularPredictor("bike-logged", lambda: load_dir(bike.dir),
+                         emitter=logger(receiver.url, "bike-logged")),
+    ]
+    ref = watch.registry.resolve(watch.spec.name)
+    watched = TabularPredictor("bike-watch", lambda: load_from_registry(watch.registry, ref))
+    predictors.append(watched)
+    srv = LocalServer(predictors, port=free_port())
+    watcher = AliasWatcher(watch.registry, watch.spec.name, "production", ref.version,
+                           watched.swap, interval=0.1).start()
+    srv.start()
+    yield Served(srv.url, watch, watcher)
+    watcher.stop()
+    srv.stop()
+    for p in predictors:
+        if p.emitter:
+            p.emitter.close(timeout=1)
+
+
+@pytest.fixture
+def client(server: Served) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+def rows(trained: Trained, n: int) -> list[dict]:
+    """Held-out rows as V1 instances (features only, JSON types)."""
+    df = trained.test[trained.spec.features].head(n)
+    return json.loads(df.to_json(orient="records"))
+
+
+__all__ = ["Trained", "rows", "VersionRef"]

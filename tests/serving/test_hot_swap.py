@@ -1,0 +1,44 @@
+"""Promotion hot-swaps the served model with no failed request."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from driftloop.steps import register
+from tests.serving.conftest import Served, rows
+
+
+def test_promotion_swaps_without_failures(server: Served) -> None:
+    w = server.watch
+    inst = rows(w, 5)
+    results: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def fire() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            deadline = time.monotonic() + 30  # bounded in time and count
+            while not stop.is_set() and time.monotonic() < deadline and len(results) < 20_000:
+                r = c.post("/v1/models/bike-watch:predict", json={"instances": inst})
+                results.append((r.status_code, r.json().get("model_version")))
+
+    t = threading.Thread(target=fire)
+    t.start()
+    time.sleep(0.3)
+    ref = register(w.model_dir, w.train_path, w.test_path, w.spec, w.store, lineage={},
+                   promote=False)
+    assert ref.version == 2
+    w.registry.promote(w.spec.name, ref.version, reason="test")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(v == "2" for _, v in results[-5:]):
+        time.sleep(0.05)
+    time.sleep(0.2)
+    stop.set()
+    t.join()
+    assert results and all(code == 200 for code, _ in results)
+    versions = [v for _, v in results]
+    assert versions[0] == "1" and versions[-1] == "2"
+    switch = versions.index("2")
+    assert set(versions[:switch]) == {"1"} and set(versions[switch:]) == {"2"}
