@@ -72,18 +72,33 @@ class Preprocessor:
         return [len(v) + 1 for v in self.categories.values()]
 
     def transform(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(numeric float32 [n, n_num], categorical int64 [n, n_cat]) for the model."""
+        """(numeric float32 [n, n_num], categorical int64 [n, n_cat]) for the model.
+
+        Vectorised: serving calls this per request, so it avoids per-column pandas work."""
         n = len(df)
-        x_num = np.empty((n, len(self.numeric)), dtype=np.float32)
-        for j, (c, s) in enumerate(self.numeric.items()):
-            col = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-            col = np.where(np.isnan(col), s.median, col)
-            x_num[:, j] = (col - s.mean) / s.std
+        if self.numeric:
+            stats = list(self.numeric.values())
+            raw = np.column_stack([pd.to_numeric(df[c], errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan) for c in self.numeric])
+            median = np.array([s.median for s in stats])
+            raw = np.where(np.isnan(raw), median, raw)
+            x_num = ((raw - [s.mean for s in stats]) / [s.std for s in stats]).astype(np.float32)
+        else:
+            x_num = np.empty((n, 0), dtype=np.float32)
         x_cat = np.empty((n, len(self.categories)), dtype=np.int64)
-        for j, (c, cats) in enumerate(self.categories.items()):
-            index = {v: i + 1 for i, v in enumerate(cats)}
-            x_cat[:, j] = df[c].map(lambda v, ix=index: ix.get(_cat_key(v), 0)).to_numpy()
+        for j, (c, index) in enumerate(self._indexes().items()):
+            x_cat[:, j] = [index.get(_cat_key(v), 0) for v in df[c].tolist()]
         return x_num, x_cat
+
+    def _indexes(self) -> dict[str, dict[str, int]]:
+        """Category -> embedding index per column, built once (index 0: unknown)."""
+        cached = self.__dict__.get("_index_cache")
+        if cached is None or cached[0] is not self.categories:
+            built = {c: {v: i + 1 for i, v in enumerate(cats)}
+                     for c, cats in self.categories.items()}
+            cached = (self.categories, built)
+            self.__dict__["_index_cache"] = cached
+        return cached[1]
 
     def unknown_categories(self, df: pd.DataFrame) -> dict[str, list[str]]:
         """Per column, values never seen in training (for ``unknown_category: reject``)."""

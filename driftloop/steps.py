@@ -162,7 +162,14 @@ def register(model_dir: Path, train: Path, test: Path, spec: DatasetSpec, store:
         if spec.rules_path is not None:
             (out / "rules.yaml").write_bytes(spec.rules_path.read_bytes())
         (out / "reference").mkdir()
-        reference_sample(model, train_df, spec).to_parquet(out / "reference" / "sample.parquet")
+        # The drift reference: a sample with predictions, and its statistics precomputed
+        # now so that each drift window costs about one pass of numpy over the window.
+        from driftloop.drift import reference_statistics, save_statistics
+
+        sample = reference_sample(model, train_df, spec)
+        sample.to_parquet(out / "reference" / "sample.parquet")
+        save_statistics(reference_statistics(sample, input_schema(model, spec)),
+                        out / "reference" / "stats.json")
         full = {**lineage, "code_version": __version__, "dataset": spec.name,
                 "train_rows": len(train_df)}
         (out / "card.md").write_text(model_card(spec, test_metrics["metrics"], full))
