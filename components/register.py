@@ -33,7 +33,6 @@ def register(
     lineage = {
         "window": {"start": start, "end": end},
         "dataset_sha256": dataset_sha256,
-        "params": model.metadata.get("params", {}),
         "run_id": run_id,
         "trigger_id": trigger_id,
         "evaluation": {"baselines": baselines,

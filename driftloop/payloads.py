@@ -94,6 +94,40 @@ def log_schema(features: dict[str, str]) -> pa.Schema:
     return pa.schema(fields)
 
 
+def write_log_frame(store: Store, model: str, version: int, endpoint: str, schema: dict,
+                    frame: pd.DataFrame) -> list[str]:
+    """Import already-served traffic as logs, exactly as the collector would have written
+    them (backfills, offline replays, benchmarks). ``frame``: the schema's features,
+    ``event_time``, ``prediction`` and optionally ``request_id``/``label``."""
+    import pandas as pd
+
+    if frame.empty:
+        return []
+    kinds = {feature_column(f["name"]): f["kind"] for f in schema["features"]}
+    df = frame.rename(columns={f["name"]: feature_column(f["name"]) for f in schema["features"]})
+    n = len(df)
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    base = {"request_id": [uuid.uuid4().hex for _ in range(n)], "row": 0,
+            "received_at": now, "model": model, "version": version, "endpoint": endpoint,
+            "inference_service": model, "namespace": "", "label": None, "rules_fired": "[]"}
+    for col, value in base.items():
+        if col not in df.columns:
+            df[col] = value
+    for c, k in kinds.items():
+        if k == "categorical":
+            df[c] = df[c].astype("string").astype(object)
+    df["event_time"] = pd.to_datetime(df["event_time"])
+    keys = []
+    table_schema = log_schema(kinds)
+    for day, part in df.groupby(df["event_time"].dt.date, sort=True):
+        table = pa.Table.from_pandas(part[table_schema.names], schema=table_schema,
+                                     preserve_index=False)
+        key = log_key(model, version, endpoint, day)
+        store.put(key, to_parquet(table))
+        keys.append(key)
+    return keys
+
+
 def to_parquet(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

@@ -161,6 +161,8 @@ def register(model_dir: Path, train: Path, test: Path, spec: DatasetSpec, store:
             {"test": test_metrics["metrics"], **lineage.get("evaluation", {})}, indent=2))
         if spec.rules_path is not None:
             (out / "rules.yaml").write_bytes(spec.rules_path.read_bytes())
+        # The spec it was trained from: the drift job retrains from it, no flags needed.
+        (out / "dataset.yaml").write_text(spec_to_text(spec))
         (out / "reference").mkdir()
         # The drift reference: a sample with predictions, and its statistics precomputed
         # now so that each drift window costs about one pass of numpy over the window.
@@ -170,8 +172,9 @@ def register(model_dir: Path, train: Path, test: Path, spec: DatasetSpec, store:
         sample.to_parquet(out / "reference" / "sample.parquet")
         save_statistics(reference_statistics(sample, input_schema(model, spec)),
                         out / "reference" / "stats.json")
-        full = {**lineage, "code_version": __version__, "dataset": spec.name,
-                "train_rows": len(train_df)}
+        trial = json.loads((model_dir / "trial.json").read_text())
+        full = {**lineage, "params": trial["params"], "epochs": trial["epochs"],
+                "code_version": __version__, "dataset": spec.name, "train_rows": len(train_df)}
         (out / "card.md").write_text(model_card(spec, test_metrics["metrics"], full))
         ref = Registry(store).register(spec.name, out, full)
     if promote:
@@ -228,3 +231,32 @@ def model_card(spec: DatasetSpec, metrics: dict, lineage: dict) -> str:
 Predictions are only as good as the match between live traffic and the training window;
 driftloop's drift jobs compare the two and trigger retraining when they part.
 """
+
+
+def run_inprocess(spec: DatasetSpec, store: Store, start: str, end: str, trials: list[dict],
+                  margin: float = 0.0, promote: bool = True, trigger_id: str = ""
+                  ) -> tuple[VersionRef | None, GateDecision]:
+    """The training pipeline's steps, in the same order, in this process: no KFP, no
+    subprocesses. For benchmarks and tests that retrain many times; the pipeline itself
+    (``pipelines/training.py``) is the product path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        info = ingest(spec, start, end, d / "data.parquet")
+        validate_dataset(d / "data.parquet", spec, d / "report.md")
+        split(d / "data.parquet", spec, d / "train.parquet", d / "val.parquet",
+              d / "test.parquet")
+        base = run_baselines(d / "train.parquet", d / "val.parquet", d / "test.parquet", spec)
+        models = []
+        for i, params in enumerate(trials):
+            train_trial(d / "train.parquet", d / "val.parquet", spec, params, d / f"trial{i}")
+            models.append(d / f"trial{i}")
+        best = select_best(models, spec)
+        decision, champion = gate(best, d / "test.parquet", spec, base, store, margin)
+        if not decision.passed:
+            return None, decision
+        lineage = {"window": {"start": start, "end": end}, "dataset_sha256": info["sha256"],
+                   "run_id": "in-process", "trigger_id": trigger_id,
+                   "evaluation": {"baselines": base, "champion": champion,
+                                  "gate": decision.summary}}
+        return register(best, d / "train.parquet", d / "test.parquet", spec, store, lineage,
+                        promote), decision

@@ -1,0 +1,122 @@
+"""The drift job on real bike-sharing traffic: quiet on in-distribution data, triggering
+exactly once on 2012 against the 2011 model, and refusing garbage with a clear error."""
+
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from driftloop.data import TIME, load_window, split_by_time
+from driftloop.errors import DataError
+from driftloop.monitor import run_window
+from driftloop.payloads import write_log_frame
+from driftloop.policy import DriftPolicy
+from driftloop.registry import Registry
+from driftloop.settings import load_settings
+from driftloop.spec import load_spec
+from driftloop.steps import run_inprocess
+from driftloop.store import open_store
+from tests.conftest import ROOT
+from tests.driftloop.test_trigger import FakeKfp
+
+# The trial the pipeline's 4-trial search selects on 2011 (one trial keeps this fast).
+FAST = [{"hidden": 128, "layers": 2, "dropout": 0.0, "lr": 0.004, "batch_size": 512, "seed": 2}]
+MODEL = "bike-sharing"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A bike model trained on 2011, registered and in production."""
+    store = open_store(load_settings(store_uri=str(tmp_path_factory.mktemp("store"))))
+    spec = load_spec(ROOT / "data" / "bike_sharing.yaml")
+    ref, decision = run_inprocess(spec, store, "2011-01-01", "2012-01-01", FAST)
+    assert ref is not None, decision.summary
+    schema = json.loads(Registry(store).read_file(ref, "schema.json"))
+    model_dir = tmp_path_factory.mktemp("model")
+    from driftloop.model import TabularModel
+
+    model = TabularModel.load(Registry(store).download(ref, model_dir))
+    return store, spec, schema, model
+
+
+def _log(store, schema, model, frame, start, step):
+    """Log ``frame``'s rows as traffic at ``start``, ``start + step``, ..."""
+    out = frame.copy()
+    out["prediction"] = model.predict(out)["value"]
+    out[TIME] = [start + i * step for i in range(len(out))]
+    out["request_id"] = [f"{start:%Y%m%d}-{i}" for i in range(len(out))]
+    write_log_frame(store, MODEL, 1, "default", schema, out)
+
+
+def test_in_distribution_stream_over_50_windows_never_triggers(served):
+    store, spec, schema, model = served
+    # The reference is the training split (Jan to mid-September 2011): its period's rows,
+    # in random order, are the in-distribution stream. (Contiguous weeks would drift
+    # against a many-month reference: seasons.)
+    train = split_by_time(load_window(spec, "2011-01-01", "2012-01-01"), spec).train
+    rng = np.random.default_rng(7)
+    start = datetime(2030, 1, 1)
+    kfp = FakeKfp()
+    results = []
+    for w in range(50):
+        sample = train.iloc[rng.choice(len(train), 300, replace=False)]
+        w0 = start + timedelta(days=w)
+        _log(store, schema, model, sample, w0, timedelta(minutes=4))
+        results.append(run_window(store, MODEL, w0, w0 + timedelta(days=1),
+                                  policy=DriftPolicy(), backend=kfp, report_rows=0))
+    assert [r.rows for r in results] == [300] * 50
+    fired = [(r.window_id, r.drifted_share, r.drifted_columns, r.reasons) for r in results if r.trigger]
+    assert fired == [] and kfp.runs == {}
+    assert max(r.drifted_share for r in results) < 0.5
+
+
+def test_2012_traffic_triggers_in_its_first_full_window_exactly_once(served, tmp_path):
+    store, spec, schema, model = served
+    jan = load_window(spec, "2012-01-01", "2012-02-01")
+    _log(store, schema, model, jan, datetime(2012, 1, 1), timedelta(hours=1))
+    # Delayed ground truth for the first window's rows arrives through the labels API.
+    from driftloop.payloads import write_labels
+
+    write_labels(store, MODEL, [{"request_id": f"20120101-{i}", "label": float(y)}
+                                for i, y in enumerate(jan["cnt"].iloc[:336])])
+    kfp = FakeKfp()
+    first = run_window(store, MODEL, datetime(2012, 1, 1), datetime(2012, 1, 15),
+                       policy=DriftPolicy(), backend=kfp)
+    assert first.trigger and first.trigger_status == "running", first.reasons
+    assert {"yr", "season", "mnth"} <= set(first.drifted_columns)
+    expected = np.sqrt(np.mean((model.predict(jan.iloc[:336])["value"]
+                                - jan["cnt"].iloc[:336]) ** 2))
+    assert first.quality["rows"] == 336
+    assert first.quality["rmse"] == pytest.approx(expected, rel=1e-6)
+    summary = store.get_json(f"monitoring/{MODEL}/windows/{first.window_id}/summary.json")
+    assert summary["trigger_id"] == first.trigger_id
+    assert store.exists(first.report_key)
+    assert len(kfp.runs) == 1
+    # The next window drifts too, but a run is in flight: no second run.
+    second = run_window(store, MODEL, datetime(2012, 1, 15), datetime(2012, 1, 29),
+                        policy=DriftPolicy(), backend=kfp, report_rows=0)
+    assert not second.trigger and "a triggered run is still in flight" in second.reasons
+    assert len(kfp.runs) == 1
+
+
+def test_garbage_windows_are_clear_errors(served, tmp_path):
+    store, spec, schema, model = served
+    with pytest.raises(DataError, match="empty window: no logged requests"):
+        run_window(store, MODEL, datetime(2040, 1, 1), datetime(2040, 1, 2),
+                   policy=DriftPolicy(), backend=None)
+    # Logs whose columns do not match the version's schema.
+    bad_schema = {**schema, "features": [f for f in schema["features"] if f["name"] != "hum"]}
+    rows = load_window(spec, "2011-03-01", "2011-03-10").drop(columns=["hum"])
+    rows["prediction"] = 1.0
+    rows[TIME] = datetime(2041, 1, 1)
+    write_log_frame(store, MODEL, 1, "default", bad_schema, rows)
+    with pytest.raises(DataError, match=r"lack feature column\(s\) \['hum'\]"):
+        run_window(store, MODEL, datetime(2041, 1, 1), datetime(2041, 1, 2),
+                   policy=DriftPolicy(), backend=None)
+    # A corrupt Parquet file in the window.
+    store.put(f"logs/{MODEL}/v1/default/date=2042-01-01/broken.parquet", b"not parquet")
+    with pytest.raises(DataError, match="broken.parquet"):
+        run_window(store, MODEL, datetime(2042, 1, 1), datetime(2042, 1, 2),
+                   policy=DriftPolicy(), backend=None)
+    assert Registry(store).alias(MODEL, "production") == 1
