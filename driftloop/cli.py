@@ -88,6 +88,11 @@ def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-name", default=None, help="default: <dataset>-<trigger or 'manual'>")
     s.add_argument("--token", default=None, help="bearer token for the KFP API")
     s.add_argument("--namespace", default=None, help="KFP user namespace (multi-user installs)")
+    s.add_argument("--deploy", action="store_true",
+                   help="after the gate, canary the new version on the InferenceService and "
+                        "promote it once ready (rolls back if it never becomes ready)")
+    s.add_argument("--canary", type=int, default=10, metavar="PERCENT",
+                   help="canary traffic share with --deploy (default 10)")
     s.add_argument("--schedule", default=None, metavar="CRON",
                    help="also create a recurring run (6-field cron, e.g. '0 0 3 * * 1'): "
                         "a calendar fallback behind drift triggers")
@@ -136,6 +141,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     if not host:
         raise ConfigError("no KFP host: pass --host or set DRIFTLOOP_KFP_HOST")
     req = _request(args, settings)
+    req = type(req)(**{**req.__dict__, "deploy": args.deploy, "canary_percent": args.canary})
     name = args.run_name or f"{req.spec.name}-{req.trigger_id or 'manual'}"
     done = submit(req, host, args.experiment, name, args.token, args.namespace, args.schedule)
     print(f"created run {done.run_id} ({name}) of pipeline version {done.version_id} on {host}")
@@ -154,13 +160,34 @@ def _model_commands(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("model")
     sh.add_argument("--version", type=int, help="default: production")
     sh.set_defaults(func=_models_show)
-    pr = msub.add_parser("promote", help="point production at a version")
+    pr = msub.add_parser("promote", help="point production at a version (--kube: serve it "
+                                         "on the InferenceService first, canary then 100 %%)")
     pr.add_argument("model")
     pr.add_argument("version", type=int)
+    _kube_args(pr)
+    pr.add_argument("--canary", type=int, default=100, metavar="P",
+                    help="with --kube: send P %% of traffic to the new version until it is "
+                         "ready, then promote (default 100: no canary)")
+    pr.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                    help="with --kube: seconds to wait for each rollout step (default 900)")
     pr.set_defaults(func=_models_promote)
-    rb = msub.add_parser("rollback", help="restore the previous production version")
+    rb = msub.add_parser("rollback", help="restore the previous production version "
+                                          "(--kube: on the InferenceService too)")
     rb.add_argument("model")
+    _kube_args(rb)
     rb.set_defaults(func=_models_rollback)
+
+
+def _kube_args(p: argparse.ArgumentParser) -> None:
+    from driftloop.deploy import NAMESPACE
+
+    p.add_argument("--kube", action="store_true",
+                   help="also patch the InferenceService through the Kubernetes API "
+                        "(kubeconfig); without it only the registry alias moves")
+    p.add_argument("--context", default=None, help="kubeconfig context (default: current)")
+    p.add_argument("--isvc", default="", help="InferenceService name (default: the model name)")
+    p.add_argument("--namespace", default=NAMESPACE,
+                   help=f"InferenceService namespace (default {NAMESPACE})")
 
 
 def _models_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -204,14 +231,32 @@ def _models_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _models_promote(args: argparse.Namespace, settings: Settings) -> int:
-    Registry(open_store(settings)).promote(args.model, args.version, reason="manual promote")
-    print(f"{args.model}: production -> v{args.version}")
+    registry = Registry(open_store(settings))
+    if not args.kube:
+        registry.promote(args.model, args.version, reason="manual promote")
+        print(f"{args.model}: production -> v{args.version}")
+        return 0
+    from driftloop.deploy import connect, deploy, kube_config
+
+    cfg = kube_config(context=args.context)
+    with connect(cfg, args.model, args.isvc, args.namespace) as isvc:
+        done = deploy(registry, isvc, args.version, args.canary, timeout=args.timeout)
+    print(f"{args.model}: {isvc} serves {done.storage_uri}; production -> v{args.version}")
     return 0
 
 
 def _models_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    version = Registry(open_store(settings)).rollback(args.model)
-    print(f"{args.model}: production -> v{version} (rolled back)")
+    registry = Registry(open_store(settings))
+    if not args.kube:
+        version = registry.rollback(args.model)
+        print(f"{args.model}: production -> v{version} (rolled back)")
+        return 0
+    from driftloop.deploy import connect, kube_config, rollback
+
+    with connect(kube_config(context=args.context), args.model, args.isvc,
+                 args.namespace) as isvc:
+        version = rollback(registry, isvc)
+    print(f"{args.model}: {isvc} patched back; production -> v{version} (rolled back)")
     return 0
 
 

@@ -10,6 +10,7 @@ Hierarchy::
     │   └── NotFound (KeyError-like)      a key, model, version or alias that does not exist
     ├── IntegrityError (ValueError)       a file whose sha256 does not match its manifest
     ├── RegistryError (RuntimeError)      a registry operation that is not allowed
+    ├── DeployError (RuntimeError)        the cluster did not serve a version (canary failed)
     └── InvalidRequest (ValueError)       an inference request that cannot be served (a 4xx)
 """
 
@@ -50,6 +51,10 @@ class IntegrityError(DriftloopError, ValueError):
 
 class RegistryError(DriftloopError, RuntimeError):
     """A registry operation that is not allowed (e.g. promoting an uncommitted version)."""
+
+
+class DeployError(DriftloopError, RuntimeError):
+    """The cluster did not serve the version (canary failed or timed out, API error)."""
 
 
 class InvalidRequest(DriftloopError, ValueError):

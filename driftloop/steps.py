@@ -172,8 +172,9 @@ def register(model_dir: Path, train: Path, test: Path, spec: DatasetSpec, store:
         sample.to_parquet(out / "reference" / "sample.parquet")
         save_statistics(reference_statistics(sample, input_schema(model, spec)),
                         out / "reference" / "stats.json")
-        trial = json.loads((model_dir / "trial.json").read_text())
-        full = {**lineage, "params": trial["params"], "epochs": trial["epochs"],
+        record = model_dir / "trial.json"  # written by train_trial; absent for a bare model
+        trial = json.loads(record.read_text()) if record.exists() else {}
+        full = {**lineage, "params": trial.get("params", {}), "epochs": trial.get("epochs"),
                 "code_version": __version__, "dataset": spec.name, "train_rows": len(train_df)}
         (out / "card.md").write_text(model_card(spec, test_metrics["metrics"], full))
         ref = Registry(store).register(spec.name, out, full)

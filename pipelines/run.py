@@ -38,6 +38,8 @@ class RunRequest:
     trigger_id: str = ""
     seed: int = 0
     trials: list[dict] | None = None  # explicit hyperparameter sets instead of sampling
+    deploy: bool = False  # in the cluster: canary the new version on the InferenceService
+    canary_percent: int = 10
 
     def arguments(self) -> dict:
         if self.n_trials < 1:
@@ -46,7 +48,8 @@ class RunRequest:
         return {"spec_yaml": spec_to_text(self.spec), "store_uri": self.store_uri,
                 "start": self.start, "end": self.end,
                 "trials": trials, "margin": self.margin,
-                "promote": self.promote, "trigger_id": self.trigger_id}
+                "promote": self.promote, "trigger_id": self.trigger_id,
+                "deploy": self.deploy, "canary_percent": self.canary_percent}
 
 
 def compile_pipeline(path: Path = COMPILED) -> Path:

@@ -1,5 +1,6 @@
 """The training pipeline: ingest -> validate -> split -> baselines + N trials (ParallelFor)
--> evaluate best -> gate -> register (only if the gate passed).
+-> evaluate best -> gate -> register (only if the gate passed) -> deploy (only if `deploy`:
+canary on the InferenceService, then promote, then the production alias).
 
 Compile:  driftloop pipeline compile        (writes pipelines/training_pipeline.yaml)
 Run:      driftloop pipeline run --local --spec data/bike_sharing.yaml
@@ -9,6 +10,7 @@ Submit:   driftloop pipeline submit --host URL --spec data/bike_sharing.yaml
 from kfp import dsl, kubernetes
 
 from components.baselines import baselines
+from components.deploy import deploy as deploy_step
 from components.evaluate import evaluate
 from components.gate import gate
 from components.ingest import ingest
@@ -21,6 +23,10 @@ from driftloop.train import sample_trials
 PIPELINE_NAME = "driftloop-training"
 S3_SECRET = "driftloop-s3"  # keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (see manifests)
 SETTINGS_CONFIGMAP = "driftloop-settings"  # DRIFTLOOP_* settings shared by every pod
+ISVC_NAMESPACE = "driftloop"  # the pipeline pods' namespace too: the deploy Role is local
+# Above Knative's 600 s progress deadline, so a revision that cannot start is reported
+# failed by Knative (and rolled back by the step) before the step gives up waiting.
+DEPLOY_TIMEOUT_SECONDS = 900
 
 
 def _in_cluster(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -48,6 +54,8 @@ def training_pipeline(
     margin: float = 0.0,
     promote: bool = True,
     trigger_id: str = "",
+    deploy: bool = False,
+    canary_percent: int = 10,
 ):
     ingested = _in_cluster(ingest(spec_yaml=spec_yaml, start=start, end=end))
     ingested.set_caching_options(False)  # the source may change under the same window
@@ -65,12 +73,26 @@ def training_pipeline(
                                baselines=base.outputs["Output"], model=best.outputs["best"],
                                test=test_set))
     verdict.set_caching_options(False)  # the champion may have changed
+    registration = dict(
+        spec_yaml=spec_yaml, store_uri=store_uri, start=start, end=end,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, trigger_id=trigger_id,
+        dataset_sha256=ingested.outputs["sha256"], baselines=base.outputs["Output"],
+        gate_report=verdict.outputs["report"], model=best.outputs["best"], train=train_set,
+        test=test_set)
     with dsl.If(verdict.outputs["Output"] == True):  # noqa: E712 - KFP condition syntax
-        registered = _in_cluster(register(
-            spec_yaml=spec_yaml, store_uri=store_uri, start=start, end=end,
-            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, trigger_id=trigger_id,
-            dataset_sha256=ingested.outputs["sha256"], promote=promote,
-            baselines=base.outputs["Output"], gate_report=verdict.outputs["report"],
-            model=best.outputs["best"], train=train_set, test=test_set,
-        ))
-        registered.set_caching_options(False)
+        # Conditions compare bools only: kfp.local skips float compares and resolves only
+        # pipeline parameters or single `Output` outputs.
+        with dsl.If(deploy == False):  # noqa: E712
+            registered = _in_cluster(register(promote=promote, **registration))
+            registered.set_caching_options(False)
+        with dsl.Else():
+            # Register without promoting (`promote` does not apply): the deploy step moves
+            # the production alias only once the InferenceService serves the version, so a
+            # failed canary leaves the alias on what is still served.
+            candidate = _in_cluster(register(promote=False, **registration))
+            candidate.set_caching_options(False)
+            deployed = _in_cluster(deploy_step(
+                spec_yaml=spec_yaml, store_uri=store_uri, version=candidate.outputs["Output"],
+                isvc="", namespace=ISVC_NAMESPACE, canary_percent=canary_percent,
+                timeout_seconds=DEPLOY_TIMEOUT_SECONDS))
+            deployed.set_caching_options(False)  # the cluster's state is not an input
