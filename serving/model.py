@@ -21,6 +21,7 @@ import pandas as pd
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from prometheus_client import Gauge
 
 from serving import protocol
 from serving.artifacts import Bundle
@@ -28,6 +29,10 @@ from serving.payload_log import PayloadEmitter
 
 # 1,000 rows keeps a request under ~50 ms and a few hundred KB; bigger jobs are batch jobs.
 DEFAULT_MAX_BATCH_ROWS = 1_000
+
+
+# Which registry version answers requests now: dashboards and the demo watch hot swaps here.
+SERVED_VERSION = Gauge("driftloop_served_version", "Registry version being served", ["model"])
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class TabularPredictor(Model):
         """Serve ``bundle`` from the next request on; in-flight requests keep theirs."""
         self._bundle = bundle  # one reference write: atomic under the GIL
         self.ready = True
+        SERVED_VERSION.labels(self.name).set(bundle.version)
 
     @property
     def bundle(self) -> Bundle:
