@@ -46,12 +46,14 @@ def _free_port() -> int:
 
 
 def _event(kind: str, rid: str, body: bytes, port: int) -> bytes:
-    head = (f"POST / HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-            f"ce-specversion: 1.0\r\nce-type: org.kubeflow.serving.inference.{kind}\r\n"
-            f"ce-id: {rid}\r\nce-source: http://bench\r\nce-time: 2024-05-01T12:00:00Z\r\n"
-            "ce-inferenceservicename: bench\r\nce-namespace: default\r\n"
-            f"ce-component: predictor\r\nce-endpoint: default\r\n"
-            f"content-length: {len(body)}\r\n\r\n")
+    head = (
+        f"POST / HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        f"ce-specversion: 1.0\r\nce-type: org.kubeflow.serving.inference.{kind}\r\n"
+        f"ce-id: {rid}\r\nce-source: http://bench\r\nce-time: 2024-05-01T12:00:00Z\r\n"
+        "ce-inferenceservicename: bench\r\nce-namespace: default\r\n"
+        f"ce-component: predictor\r\nce-endpoint: default\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -60,11 +62,22 @@ def _events(pairs: int, port: int) -> list[bytes]:
     rnd, out = random.Random(0), []
     for i in range(pairs):
         rid = f"bench-{i}"
-        req = json.dumps({"instances": [{"temp": rnd.random(), "hum": rnd.random(),
-                                         "hour": rnd.randrange(24), "season": "summer",
-                                         "weekday": rnd.randrange(7)}]}).encode()
-        resp = json.dumps({"predictions": [rnd.random() * 100], "model_name": "bench",
-                           "model_version": "1"}).encode()
+        req = json.dumps(
+            {
+                "instances": [
+                    {
+                        "temp": rnd.random(),
+                        "hum": rnd.random(),
+                        "hour": rnd.randrange(24),
+                        "season": "summer",
+                        "weekday": rnd.randrange(7),
+                    }
+                ]
+            }
+        ).encode()
+        resp = json.dumps(
+            {"predictions": [rnd.random() * 100], "model_name": "bench", "model_version": "1"}
+        ).encode()
         a, b = _event("request", rid, req, port), _event("response", rid, resp, port)
         out += [b, a] if i % 3 == 0 else [a, b]
     return out
@@ -116,15 +129,20 @@ def main() -> None:
         env = {**os.environ, "DRIFTLOOP_STORE_URI": f"{tmp}/store", "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "monitoring.collector", "--port", str(port)],
-            env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+            env=env,
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             _wait_ready(port, proc)
             events = _events(args.pairs, port)
             stop, rss = threading.Event(), [0.0]
             threading.Thread(target=_peak_rss, args=(proc.pid, stop, rss), daemon=True).start()
             cpu0, t0 = time.process_time(), time.perf_counter()
-            bad = uvloop.run(asyncio.wait_for(_send_all(events, port, args.connections),
-                                              DEADLINE_S))
+            bad = uvloop.run(
+                asyncio.wait_for(_send_all(events, port, args.connections), DEADLINE_S)
+            )
             elapsed, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             collector_cpu = sum(psutil.Process(proc.pid).cpu_times()[:2])
             proc.send_signal(signal.SIGTERM)
@@ -138,12 +156,16 @@ def main() -> None:
         "events_per_s": round(len(events) / elapsed),
         "rss_mb": round(max(rss), 1),
         "lost": args.pairs - rows,
-        "events": len(events), "rows": rows, "non_200": bad, "seconds": round(elapsed, 2),
-        "client_cpu_s": round(client_cpu, 2), "collector_cpu_s": round(collector_cpu, 2),
+        "events": len(events),
+        "rows": rows,
+        "non_200": bad,
+        "seconds": round(elapsed, 2),
+        "client_cpu_s": round(client_cpu, 2),
+        "collector_cpu_s": round(collector_cpu, 2),
         "exit_code": proc.returncode,
         "machine": f"{platform.machine()} {psutil.cpu_count()} cpus "
-                   f"{round(psutil.virtual_memory().total / 2**30)} GiB, "
-                   f"Python {platform.python_version()}, client and collector on the same cores",
+        f"{round(psutil.virtual_memory().total / 2**30)} GiB, "
+        f"Python {platform.python_version()}, client and collector on the same cores",
     }
     if result["lost"] or proc.returncode:
         print(err[-2000:], file=sys.stderr)

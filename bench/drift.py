@@ -41,8 +41,10 @@ import pyarrow.parquet as pq
 N_REF, N_CUR = 100_000, 1_000_000
 NUMERIC = [f"n{i}" for i in range(13)] + ["flag"]  # flag: 0/1 -> JS on value shares
 CATEGORICAL = [f"c{i}" for i in range(6)]
-SCHEMA = {"features": [{"name": c, "kind": "numeric"} for c in NUMERIC]
-          + [{"name": c, "kind": "categorical"} for c in CATEGORICAL]}
+SCHEMA = {
+    "features": [{"name": c, "kind": "numeric"} for c in NUMERIC]
+    + [{"name": c, "kind": "categorical"} for c in CATEGORICAL]
+}
 # Mean shifts (in std units) of the current window; a few sit near the 0.1 threshold.
 SHIFTS = {"n0": 0.5, "n1": 0.2, "n2": 0.12, "n3": 0.08, "n4": 0.05}
 
@@ -75,8 +77,11 @@ def maxrss_mb() -> float:
 
 def decisions_of(result) -> dict:  # noqa: ANN001
     cols = {c: r.drifted for c, r in result.columns.items()}
-    return {"columns": cols, "prediction": result.prediction.drifted,
-            "dataset_drift": result.dataset_drift}
+    return {
+        "columns": cols,
+        "prediction": result.prediction.drifted,
+        "dataset_drift": result.dataset_drift,
+    }
 
 
 def mode_precompute(d: Path) -> dict:
@@ -99,8 +104,11 @@ def mode_job(d: Path, repeat: int) -> dict:
         stats = load_statistics((d / "stats.json").read_bytes())
         result = column_drift(stats, d / "current.parquet", SCHEMA)
         best = min(best, time.perf_counter() - t)
-    return {"s": best, "decisions": decisions_of(result),
-            "scores": {c: r.score for c, r in result.columns.items()}}
+    return {
+        "s": best,
+        "decisions": decisions_of(result),
+        "scores": {c: r.score for c, r in result.columns.items()},
+    }
 
 
 def mode_numpy(d: Path, repeat: int) -> dict:
@@ -141,8 +149,10 @@ def mode_numpy(d: Path, repeat: int) -> dict:
         best = min(best, time.perf_counter() - t)
     pred = drifted.pop("prediction")
     share = sum(drifted.values()) / len(drifted)
-    return {"s": best, "decisions": {"columns": drifted, "prediction": pred,
-                                     "dataset_drift": share >= 0.5}}
+    return {
+        "s": best,
+        "decisions": {"columns": drifted, "prediction": pred, "dataset_drift": share >= 0.5},
+    }
 
 
 def mode_evidently(d: Path) -> dict:
@@ -158,19 +168,29 @@ def mode_evidently(d: Path) -> dict:
     features = NUMERIC + CATEGORICAL
     ref, cur = pd.read_parquet(d / "reference.parquet"), pd.read_parquet(d / "current.parquet")
     t = time.perf_counter()
-    definition = DataDefinition(numerical_columns=NUMERIC + ["prediction"],
-                                categorical_columns=CATEGORICAL, text_columns=[],
-                                datetime_columns=[], unknown_columns=[], list_columns=[])
-    snap = Report([DataDriftPreset(columns=features), ValueDrift(column="prediction")],
-                  include_tests=True).run(Dataset.from_pandas(cur, definition),
-                                          Dataset.from_pandas(ref, definition))
+    definition = DataDefinition(
+        numerical_columns=NUMERIC + ["prediction"],
+        categorical_columns=CATEGORICAL,
+        text_columns=[],
+        datetime_columns=[],
+        unknown_columns=[],
+        list_columns=[],
+    )
+    snap = Report(
+        [DataDriftPreset(columns=features), ValueDrift(column="prediction")], include_tests=True
+    ).run(Dataset.from_pandas(cur, definition), Dataset.from_pandas(ref, definition))
     ev = evidently_decisions(snap)
     s = time.perf_counter() - t
     cols = {c: v["drifted"] for c, v in ev["columns"].items()}
-    return {"s": s, "decisions": {"columns": {c: cols[c] for c in features},
-                                  "prediction": cols["prediction"],
-                                  "dataset_drift": ev["dataset_drift"]},
-            "scores": {c: v["score"] for c, v in ev["columns"].items()}}
+    return {
+        "s": s,
+        "decisions": {
+            "columns": {c: cols[c] for c in features},
+            "prediction": cols["prediction"],
+            "dataset_drift": ev["dataset_drift"],
+        },
+        "scores": {c: v["score"] for c, v in ev["columns"].items()},
+    }
 
 
 def child(mode: str, d: Path, repeat: int, timeout: float = 900) -> dict | None:
@@ -194,10 +214,12 @@ def main() -> None:
     ap.add_argument("--skip-evidently", action="store_true")
     args = ap.parse_args()
     if args.mode:  # child process: one measurement, one JSON line
-        fn = {"precompute": lambda: mode_precompute(args.dir),
-              "job": lambda: mode_job(args.dir, args.repeat),
-              "numpy": lambda: mode_numpy(args.dir, args.repeat),
-              "evidently": lambda: mode_evidently(args.dir)}[args.mode]
+        fn = {
+            "precompute": lambda: mode_precompute(args.dir),
+            "job": lambda: mode_job(args.dir, args.repeat),
+            "numpy": lambda: mode_numpy(args.dir, args.repeat),
+            "evidently": lambda: mode_evidently(args.dir),
+        }[args.mode]
         out = fn()
         print(json.dumps(out | {"rss_mb": maxrss_mb()}))
         return
@@ -218,22 +240,32 @@ def main() -> None:
     if ev:
         worst = max(abs(job["scores"][c] - ev["scores"][c]) for c in job["scores"])
         print(f"max |score(job) - score(evidently)| = {worst:.2e}", file=sys.stderr)
-    match = job["decisions"] == npy["decisions"] and (ev is None
-                                                      or job["decisions"] == ev["decisions"])
-    print(json.dumps({
-        "job_s": round(job["s"], 3), "numpy_s": round(npy["s"], 3),
-        "ratio": round(job["s"] / npy["s"], 3), "rss_mb": round(job["rss_mb"]),
-        "numpy_rss_mb": round(npy["rss_mb"]),
-        "decisions_match": match, "decisions_compared_with": "evidently" if ev else "numpy",
-        "drifted": sorted(c for c, v in job["decisions"]["columns"].items() if v),
-        "prediction_drift": job["decisions"]["prediction"],
-        "evidently_s": round(ev["s"], 2) if ev else None,
-        "evidently_rss_mb": round(ev["rss_mb"]) if ev else None,
-        "precompute_s": round(pre["s"], 3), "stats_kb": round(pre["stats_kb"]),
-        "rows": {"reference": N_REF, "current": N_CUR}, "columns": len(NUMERIC + CATEGORICAL),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_version()},"
-                   " shared with other processes",
-    }))
+    match = job["decisions"] == npy["decisions"] and (
+        ev is None or job["decisions"] == ev["decisions"]
+    )
+    print(
+        json.dumps(
+            {
+                "job_s": round(job["s"], 3),
+                "numpy_s": round(npy["s"], 3),
+                "ratio": round(job["s"] / npy["s"], 3),
+                "rss_mb": round(job["rss_mb"]),
+                "numpy_rss_mb": round(npy["rss_mb"]),
+                "decisions_match": match,
+                "decisions_compared_with": "evidently" if ev else "numpy",
+                "drifted": sorted(c for c, v in job["decisions"]["columns"].items() if v),
+                "prediction_drift": job["decisions"]["prediction"],
+                "evidently_s": round(ev["s"], 2) if ev else None,
+                "evidently_rss_mb": round(ev["rss_mb"]) if ev else None,
+                "precompute_s": round(pre["s"], 3),
+                "stats_kb": round(pre["stats_kb"]),
+                "rows": {"reference": N_REF, "current": N_CUR},
+                "columns": len(NUMERIC + CATEGORICAL),
+                "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
+                f"Python {platform.python_version()}",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,9 +47,12 @@ def main() -> None:
         t0 = time.perf_counter()
         run = run_local(req, store, Path(tmp) / "kfp", quiet=True)
         wall = time.perf_counter() - t0
-    out = {"wall_s": round(wall, 1), "steps": step_seconds(run.log),
-           "registered": run.version is not None,
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
+    out = {
+        "wall_s": round(wall, 1),
+        "steps": step_seconds(run.log),
+        "registered": run.version is not None,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
     print(json.dumps(out))
 
 

@@ -36,17 +36,23 @@ def best_torch(spec, splits):
 def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     out = {}
-    for key, file, metric in (("bike_sharing", "bike_sharing.yaml", "rmse"),
-                              ("bank_marketing", "bank_marketing.yaml", "roc_auc")):
+    for key, file, metric in (
+        ("bike_sharing", "bike_sharing.yaml", "rmse"),
+        ("bank_marketing", "bank_marketing.yaml", "roc_auc"),
+    ):
         spec = load_spec(DATA / file)
         splits = split_by_time(load_window(spec, None, None), spec)
         t0 = time.perf_counter()
         torch_metrics = best_torch(spec, splits)
         t_torch = time.perf_counter() - t0
         reference = baselines(splits, spec)["gbm"]
-        row = {"metric": metric, "torch": round(torch_metrics[metric], 4),
-               "reference": round(reference[metric], 4), "torch_search_s": round(t_torch, 1),
-               "test_rows": len(splits.test)}
+        row = {
+            "metric": metric,
+            "torch": round(torch_metrics[metric], 4),
+            "reference": round(reference[metric], 4),
+            "torch_search_s": round(t_torch, 1),
+            "test_rows": len(splits.test),
+        }
         if metric == "rmse":
             row["ratio"] = round(torch_metrics[metric] / reference[metric], 3)
         else:

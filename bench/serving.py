@@ -54,8 +54,15 @@ def prepare(root: Path) -> tuple[Path, list[dict]]:
     train_model(s, spec, {"max_epochs": 2}).model.save(root / "model")
     s.train.to_parquet(root / "train.parquet", index=False)
     s.test.to_parquet(root / "test.parquet", index=False)
-    register(root / "model", root / "train.parquet", root / "test.parquet", spec,
-             LocalStore(root / "store"), lineage={}, promote=True)
+    register(
+        root / "model",
+        root / "train.parquet",
+        root / "test.parquet",
+        spec,
+        LocalStore(root / "store"),
+        lineage={},
+        promote=True,
+    )
     rows = json.loads(s.test[spec.features].head(1000).to_json(orient="records"))
     return root / "store", rows
 
@@ -83,11 +90,12 @@ def serve(port: int, store: str, logger_url: str) -> None:
 
     reg = Registry(LocalStore(Path(store)))
     ref = reg.resolve("bike-sharing")
-    emitter = PayloadEmitter(LoggerConfig(url=logger_url, inference_service="bike"),
-                             "bike-logged")
-    models = [Noop(), TabularPredictor("bike", lambda: load_from_registry(reg, ref)),
-              TabularPredictor("bike-logged", lambda: load_from_registry(reg, ref),
-                               emitter=emitter)]
+    emitter = PayloadEmitter(LoggerConfig(url=logger_url, inference_service="bike"), "bike-logged")
+    models = [
+        Noop(),
+        TabularPredictor("bike", lambda: load_from_registry(reg, ref)),
+        TabularPredictor("bike-logged", lambda: load_from_registry(reg, ref), emitter=emitter),
+    ]
     logging.getLogger().setLevel(logging.WARNING)  # no per-request log lines
     LocalServer(models, port=port).run()
 
@@ -106,9 +114,11 @@ def measure(client, path: str, body: dict, n: int, warmup: int) -> dict:  # noqa
         r.raise_for_status()
     total = time.perf_counter() - t0
     times.sort()
-    return {"p50_ms": 1000 * times[len(times) // 2],
-            "p99_ms": 1000 * times[min(len(times) - 1, int(len(times) * 0.99))],
-            "rps": n / total}
+    return {
+        "p50_ms": 1000 * times[len(times) // 2],
+        "p99_ms": 1000 * times[min(len(times) - 1, int(len(times) * 0.99))],
+        "rps": n / total,
+    }
 
 
 def main() -> None:
@@ -116,8 +126,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--batch-n", type=int, default=200, help="1,000-row requests to time")
-    p.add_argument("--serve", nargs=3, metavar=("PORT", "STORE", "LOGGER_URL"),
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--serve", nargs=3, metavar=("PORT", "STORE", "LOGGER_URL"), help=argparse.SUPPRESS
+    )
     args = p.parse_args()
     if args.serve:
         serve(int(args.serve[0]), args.serve[1], args.serve[2])
@@ -130,10 +141,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store, rows = prepare(Path(tmp))
         rport, sport = free_port(), free_port()
-        procs = [subprocess.Popen([sys.executable, "-c", RECEIVER, str(rport)]),
-                 subprocess.Popen([sys.executable, __file__, "--serve", str(sport), str(store),
-                                   f"http://127.0.0.1:{rport}/"], cwd=ROOT,
-                                  stderr=subprocess.DEVNULL)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", RECEIVER, str(rport)]),
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve",
+                    str(sport),
+                    str(store),
+                    f"http://127.0.0.1:{rport}/",
+                ],
+                cwd=ROOT,
+                stderr=subprocess.DEVNULL,
+            ),
+        ]
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{sport}", timeout=30) as c:
                 deadline = time.monotonic() + 120
@@ -147,30 +169,46 @@ def main() -> None:
                         raise SystemExit("server did not start")
                     time.sleep(0.2)
                 one = {"instances": rows[:1]}
-                v2 = {"inputs": [{"name": k, "shape": [1],
-                                  "datatype": "BYTES" if isinstance(v, str) else "FP64",
-                                  "data": [v]} for k, v in rows[0].items()]}
+                v2 = {
+                    "inputs": [
+                        {
+                            "name": k,
+                            "shape": [1],
+                            "datatype": "BYTES" if isinstance(v, str) else "FP64",
+                            "data": [v],
+                        }
+                        for k, v in rows[0].items()
+                    ]
+                }
                 n, w = args.n, args.warmup
                 noop = measure(c, "/v1/models/noop:predict", one, n, w)
                 v1 = measure(c, "/v1/models/bike:predict", one, n, w)
                 logged = measure(c, "/v1/models/bike-logged:predict", one, n, w)
                 v2r = measure(c, "/v2/models/bike/infer", v2, n, w)
-                batch = measure(c, "/v1/models/bike:predict", {"instances": rows},
-                                args.batch_n, 20)
+                batch = measure(c, "/v1/models/bike:predict", {"instances": rows}, args.batch_n, 20)
         finally:
             for proc in procs:
                 proc.terminate()
                 proc.wait(10)
     out = {
-        "v1_p50_ms": round(v1["p50_ms"], 3), "v1_p99_ms": round(v1["p99_ms"], 3),
-        "v1_rps": round(v1["rps"], 1), "v1_batch1000_p50_ms": round(batch["p50_ms"], 3),
-        "v2_p50_ms": round(v2r["p50_ms"], 3), "noop_p50_ms": round(noop["p50_ms"], 3),
-        "noop_rps": round(noop["rps"], 1), "logged_p50_ms": round(logged["p50_ms"], 3),
+        "v1_p50_ms": round(v1["p50_ms"], 3),
+        "v1_p99_ms": round(v1["p99_ms"], 3),
+        "v1_rps": round(v1["rps"], 1),
+        "v1_batch1000_p50_ms": round(batch["p50_ms"], 3),
+        "v2_p50_ms": round(v2r["p50_ms"], 3),
+        "noop_p50_ms": round(noop["p50_ms"], 3),
+        "noop_rps": round(noop["rps"], 1),
+        "logged_p50_ms": round(logged["p50_ms"], 3),
         "ratio_p50": round(v1["p50_ms"] / noop["p50_ms"], 3),
         "logging_overhead": round(logged["p50_ms"] / v1["p50_ms"] - 1, 3),
-        "requests_per_measurement": n, "warmup": w, "batch_requests": args.batch_n,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "requests_per_measurement": n,
+        "warmup": w,
+        "batch_requests": args.batch_n,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
     }
     print(json.dumps(out))
 

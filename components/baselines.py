@@ -16,8 +16,9 @@ def baselines(
 
     from driftloop.steps import run_baselines, spec_from_text
 
-    out = run_baselines(Path(train.path), Path(validation.path), Path(test.path),
-                        spec_from_text(spec_yaml))
+    out = run_baselines(
+        Path(train.path), Path(validation.path), Path(test.path), spec_from_text(spec_yaml)
+    )
     for model, values in out.items():
         for name, value in values.items():
             metrics.log_metric(f"{model}_{name}", value)

@@ -1,5 +1,3 @@
-from typing import List
-
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components import component
@@ -8,7 +6,7 @@ from components import component
 @component
 def evaluate(
     spec_yaml: str,
-    trials: Input[List[Model]],
+    trials: Input[list[Model]],
     test: Input[Dataset],
     best: Output[Model],
     metrics: Output[Metrics],

@@ -23,10 +23,12 @@ def gate(
     from driftloop.store import open_store
 
     store = open_store(load_settings(store_uri=store_uri))
-    decision, champion = gate(Path(model.path), Path(test.path), spec_from_text(spec_yaml),
-                              baselines, store, margin)
+    decision, champion = gate(
+        Path(model.path), Path(test.path), spec_from_text(spec_yaml), baselines, store, margin
+    )
     print(decision.summary)
     Path(report.path).write_text("# Gate\n\n" + "\n".join(f"- {r}" for r in decision.reasons))
-    report.metadata.update({"passed": decision.passed, "summary": decision.summary,
-                            "champion": champion or {}})
+    report.metadata.update(
+        {"passed": decision.passed, "summary": decision.summary, "champion": champion or {}}
+    )
     return decision.passed

@@ -6,9 +6,9 @@ from components import component
 
 
 @component
-def ingest(
-    spec_yaml: str, start: str, end: str, dataset: Output[Dataset]
-) -> NamedTuple("Ingested", rows=int, sha256=str):
+def ingest(spec_yaml: str, start: str, end: str, dataset: Output[Dataset]) -> NamedTuple(
+    "Ingested", rows=int, sha256=str
+):
     """The window [start, end) of the dataset's source, typed by its spec, as Parquet."""
     from pathlib import Path
 

@@ -35,11 +35,14 @@ def register(
         "dataset_sha256": dataset_sha256,
         "run_id": run_id,
         "trigger_id": trigger_id,
-        "evaluation": {"baselines": baselines,
-                       "champion": gate_report.metadata.get("champion") or None,
-                       "gate": gate_report.metadata.get("summary", "")},
+        "evaluation": {
+            "baselines": baselines,
+            "champion": gate_report.metadata.get("champion") or None,
+            "gate": gate_report.metadata.get("summary", ""),
+        },
     }
-    ref = register(Path(model.path), Path(train.path), Path(test.path), spec, store,
-                   lineage, promote)
+    ref = register(
+        Path(model.path), Path(train.path), Path(test.path), spec, store, lineage, promote
+    )
     Path(card.path).write_bytes(Registry(store).read_file(ref, "card.md"))
     return ref.version

@@ -18,8 +18,13 @@ def split(
 
     from driftloop.steps import spec_from_text, split
 
-    rows = split(Path(dataset.path), spec_from_text(spec_yaml), Path(train.path),
-                 Path(validation.path), Path(test.path))
+    rows = split(
+        Path(dataset.path),
+        spec_from_text(spec_yaml),
+        Path(train.path),
+        Path(validation.path),
+        Path(test.path),
+    )
     for name, art in (("train", train), ("validation", validation), ("test", test)):
         art.metadata["rows"] = rows[name]
     return (rows["train"], rows["validation"], rows["test"])

@@ -19,6 +19,11 @@ def train(
 
     spec = spec_from_text(spec_yaml)
     info = train_trial(Path(train.path), Path(validation.path), spec, params, Path(model.path))
-    model.metadata.update({"params": info["params"], "epochs": info["epochs"],
-                           **{f"validation_{k}": v for k, v in info["validation"].items()}})
+    model.metadata.update(
+        {
+            "params": info["params"],
+            "epochs": info["epochs"],
+            **{f"validation_{k}": v for k, v in info["validation"].items()},
+        }
+    )
     return float(info["validation"][spec.metric])

@@ -61,10 +61,18 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", default="", help="training window start (inclusive), e.g. 2011-01-01")
     p.add_argument("--end", default="", help="training window end (exclusive), e.g. 2012-01-01")
     p.add_argument("--trials", type=int, default=4, help="hyperparameter trials (default 4)")
-    p.add_argument("--margin", type=float, default=0.0,
-                   help="relative margin the challenger must beat the champion by (0.01 = 1%%)")
-    p.add_argument("--no-promote", dest="promote", action="store_false",
-                   help="register a passing model without moving the production alias")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="relative margin the challenger must beat the champion by (0.01 = 1%%)",
+    )
+    p.add_argument(
+        "--no-promote",
+        dest="promote",
+        action="store_false",
+        help="register a passing model without moving the production alias",
+    )
     p.add_argument("--trigger-id", default="", help="the drift trigger this run answers")
 
 
@@ -77,8 +85,12 @@ def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_compile)
 
     r = psub.add_parser("run", help="run the pipeline on this machine with kfp.local")
-    r.add_argument("--local", action="store_true", required=True,
-                   help="use kfp.local's SubprocessRunner (the only runner here)")
+    r.add_argument(
+        "--local",
+        action="store_true",
+        required=True,
+        help="use kfp.local's SubprocessRunner (the only runner here)",
+    )
     _run_args(r)
     r.set_defaults(func=_run_local)
 
@@ -88,14 +100,26 @@ def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-name", default=None, help="default: <dataset>-<trigger or 'manual'>")
     s.add_argument("--token", default=None, help="bearer token for the KFP API")
     s.add_argument("--namespace", default=None, help="KFP user namespace (multi-user installs)")
-    s.add_argument("--deploy", action="store_true",
-                   help="after the gate, canary the new version on the InferenceService and "
-                        "promote it once ready (rolls back if it never becomes ready)")
-    s.add_argument("--canary", type=int, default=10, metavar="PERCENT",
-                   help="canary traffic share with --deploy (default 10)")
-    s.add_argument("--schedule", default=None, metavar="CRON",
-                   help="also create a recurring run (6-field cron, e.g. '0 0 3 * * 1'): "
-                        "a calendar fallback behind drift triggers")
+    s.add_argument(
+        "--deploy",
+        action="store_true",
+        help="after the gate, canary the new version on the InferenceService and "
+        "promote it once ready (rolls back if it never becomes ready)",
+    )
+    s.add_argument(
+        "--canary",
+        type=int,
+        default=10,
+        metavar="PERCENT",
+        help="canary traffic share with --deploy (default 10)",
+    )
+    s.add_argument(
+        "--schedule",
+        default=None,
+        metavar="CRON",
+        help="also create a recurring run (6-field cron, e.g. '0 0 3 * * 1'): "
+        "a calendar fallback behind drift triggers",
+    )
     _run_args(s)
     s.set_defaults(func=_submit)
 
@@ -104,9 +128,16 @@ def _request(args: argparse.Namespace, settings: Settings):  # noqa: ANN202
     from driftloop.spec import load_spec
     from pipelines.run import RunRequest
 
-    return RunRequest(spec=load_spec(args.spec), store_uri=settings.store_uri, start=args.start,
-                      end=args.end, n_trials=args.trials, margin=args.margin,
-                      promote=args.promote, trigger_id=args.trigger_id)
+    return RunRequest(
+        spec=load_spec(args.spec),
+        store_uri=settings.store_uri,
+        start=args.start,
+        end=args.end,
+        n_trials=args.trials,
+        margin=args.margin,
+        promote=args.promote,
+        trigger_id=args.trigger_id,
+    )
 
 
 def _compile(args: argparse.Namespace, settings: Settings) -> int:
@@ -160,19 +191,34 @@ def _model_commands(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("model")
     sh.add_argument("--version", type=int, help="default: production")
     sh.set_defaults(func=_models_show)
-    pr = msub.add_parser("promote", help="point production at a version (--kube: serve it "
-                                         "on the InferenceService first, canary then 100 %%)")
+    pr = msub.add_parser(
+        "promote",
+        help="point production at a version (--kube: serve it "
+        "on the InferenceService first, canary then 100 %%)",
+    )
     pr.add_argument("model")
     pr.add_argument("version", type=int)
     _kube_args(pr)
-    pr.add_argument("--canary", type=int, default=100, metavar="P",
-                    help="with --kube: send P %% of traffic to the new version until it is "
-                         "ready, then promote (default 100: no canary)")
-    pr.add_argument("--timeout", type=float, default=900.0, metavar="S",
-                    help="with --kube: seconds to wait for each rollout step (default 900)")
+    pr.add_argument(
+        "--canary",
+        type=int,
+        default=100,
+        metavar="P",
+        help="with --kube: send P %% of traffic to the new version until it is "
+        "ready, then promote (default 100: no canary)",
+    )
+    pr.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="with --kube: seconds to wait for each rollout step (default 900)",
+    )
     pr.set_defaults(func=_models_promote)
-    rb = msub.add_parser("rollback", help="restore the previous production version "
-                                          "(--kube: on the InferenceService too)")
+    rb = msub.add_parser(
+        "rollback",
+        help="restore the previous production version (--kube: on the InferenceService too)",
+    )
     rb.add_argument("model")
     _kube_args(rb)
     rb.set_defaults(func=_models_rollback)
@@ -181,13 +227,17 @@ def _model_commands(sub: argparse._SubParsersAction) -> None:
 def _kube_args(p: argparse.ArgumentParser) -> None:
     from driftloop.deploy import NAMESPACE
 
-    p.add_argument("--kube", action="store_true",
-                   help="also patch the InferenceService through the Kubernetes API "
-                        "(kubeconfig); without it only the registry alias moves")
+    p.add_argument(
+        "--kube",
+        action="store_true",
+        help="also patch the InferenceService through the Kubernetes API "
+        "(kubeconfig); without it only the registry alias moves",
+    )
     p.add_argument("--context", default=None, help="kubeconfig context (default: current)")
     p.add_argument("--isvc", default="", help="InferenceService name (default: the model name)")
-    p.add_argument("--namespace", default=NAMESPACE,
-                   help=f"InferenceService namespace (default {NAMESPACE})")
+    p.add_argument(
+        "--namespace", default=NAMESPACE, help=f"InferenceService namespace (default {NAMESPACE})"
+    )
 
 
 def _models_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -208,8 +258,9 @@ def _print_version(reg: Registry, model: str, version: int) -> None:
     man = reg.manifest(ref)
     metrics = json.loads(reg.read_file(ref, "metrics.json"))
     prod = reg.alias(model, "production")
-    print(f"{model} v{version}{'  (production)' if prod == version else ''}  "
-          f"created {man['created']}")
+    print(
+        f"{model} v{version}{'  (production)' if prod == version else ''}  created {man['created']}"
+    )
     print(f"  window: {man['lineage'].get('window')}  run: {man['lineage'].get('run_id')}")
     print(f"  gate: {metrics.get('gate', '')}")
     print("  test metrics:    " + _fmt(metrics["test"]))
@@ -253,8 +304,7 @@ def _models_rollback(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from driftloop.deploy import connect, kube_config, rollback
 
-    with connect(kube_config(context=args.context), args.model, args.isvc,
-                 args.namespace) as isvc:
+    with connect(kube_config(context=args.context), args.model, args.isvc, args.namespace) as isvc:
         version = rollback(registry, isvc)
     print(f"{args.model}: {isvc} patched back; production -> v{version} (rolled back)")
     return 0

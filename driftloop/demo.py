@@ -69,13 +69,43 @@ def services(store_uri: str):
     # Service logs go to files: a pipe nobody reads fills up and blocks the server.
     logs = [open(OUT / "collector.log", "wb"), open(OUT / "predictor.log", "wb")]  # noqa: SIM115
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "monitoring.collector", "--port", str(c_port),
-             "--max-age", "0.5"], env=env, stdout=logs[0], stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "driftloop.cli", "serve", "--model", MODEL, "--port",
-             str(p_port), "--logger-url", f"http://127.0.0.1:{c_port}/",
-             "--watch-interval", "0.5"], env=env, stdout=logs[1], stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "monitoring.collector",
+                    "--port",
+                    str(c_port),
+                    "--max-age",
+                    "0.5",
+                ],
+                env=env,
+                stdout=logs[0],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "driftloop.cli",
+                    "serve",
+                    "--model",
+                    MODEL,
+                    "--port",
+                    str(p_port),
+                    "--logger-url",
+                    f"http://127.0.0.1:{c_port}/",
+                    "--watch-interval",
+                    "0.5",
+                ],
+                env=env,
+                stdout=logs[1],
+                stderr=subprocess.STDOUT,
+            )
+        )
         collector, predictor = f"http://127.0.0.1:{c_port}", f"http://127.0.0.1:{p_port}"
         _wait_ready(f"{collector}/healthz", procs[0], OUT / "collector.log")
         _wait_ready(f"{predictor}/v2/health/ready", procs[1], OUT / "predictor.log")
@@ -125,8 +155,11 @@ class Replay:
         ids, preds, versions = [], [], []
         for rec, ts in zip(df[self.features].to_dict("records"), df[TIME], strict=True):
             rid = uuid.uuid4().hex
-            r = self.http.post(self.url, headers={"x-request-id": rid},
-                               json={"instances": [rec], "timestamp": ts.isoformat()})
+            r = self.http.post(
+                self.url,
+                headers={"x-request-id": rid},
+                json={"instances": [rec], "timestamp": ts.isoformat()},
+            )
             r.raise_for_status()
             body = r.json()
             ids.append(rid)
@@ -136,18 +169,24 @@ class Replay:
         return df.assign(request_id=ids, prediction=preds, served_by=versions)
 
     def labels(self, served: pd.DataFrame) -> None:
-        labels = [{"request_id": r, "label": float(y)}
-                  for r, y in zip(served["request_id"], served["cnt"], strict=True)]
-        self.http.post(f"{self.collector}/labels", json={"model": MODEL, "labels": labels}
-                       ).raise_for_status()
+        labels = [
+            {"request_id": r, "label": float(y)}
+            for r, y in zip(served["request_id"], served["cnt"], strict=True)
+        ]
+        self.http.post(
+            f"{self.collector}/labels", json={"model": MODEL, "labels": labels}
+        ).raise_for_status()
 
     def wait_flushed(self, timeout: float = 30) -> None:
         """Until the collector has written every row sent so far."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.http.get(f"{self.collector}/metrics").text
-            written = sum(float(line.split()[-1]) for line in text.splitlines()
-                          if line.startswith("driftloop_collector_rows_written_total"))
+            written = sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("driftloop_collector_rows_written_total")
+            )
             if written >= self.sent:
                 return
             time.sleep(0.2)
@@ -159,8 +198,10 @@ class Replay:
         metrics = self.url.split("/v1/")[0] + "/metrics"
         while time.monotonic() < deadline:
             for line in self.http.get(metrics).text.splitlines():
-                if line.startswith("driftloop_served_version{") and \
-                        float(line.split()[-1]) == version:
+                if (
+                    line.startswith("driftloop_served_version{")
+                    and float(line.split()[-1]) == version
+                ):
                     return
             time.sleep(0.2)
         raise DriftloopError(f"the server did not swap to v{version} in time")
@@ -178,8 +219,7 @@ def main() -> int:
 
     # 1. The first model: the training pipeline on 2011.
     print("[1/3] training pipeline on bike sharing 2011 (kfp.local, 4 trials)...", flush=True)
-    run = run_local(RunRequest(spec=spec, store_uri=store.uri, end="2012-01-01"), store,
-                    quiet=True)
+    run = run_local(RunRequest(spec=spec, store_uri=store.uri, end="2012-01-01"), store, quiet=True)
     if run.version is None:
         print("the first model did not pass the gate:\n" + run.gate)
         return 1
@@ -187,13 +227,16 @@ def main() -> int:
 
     # 2. Serve it, log it, replay 2012 window by window.
     policy = load_policy(ROOT / "data" / "bike_policy.yaml")
-    backend = LocalBackend(spec_path=str(ROOT / "data" / "bike_sharing.yaml"),
-                           store_uri=store.uri, n_trials=TRIALS)
+    backend = LocalBackend(
+        spec_path=str(ROOT / "data" / "bike_sharing.yaml"), store_uri=store.uri, n_trials=TRIALS
+    )
     year = load_window(spec, "2012-01-01", "2013-01-01")
     rows: list[WindowRow] = []
     print("\n[2/3] serving v1; replaying 2012 through HTTP in two-week windows...", flush=True)
-    with services(store.uri) as (collector, predictor), \
-            Replay(predictor, collector, spec.features) as replay:
+    with (
+        services(store.uri) as (collector, predictor),
+        Replay(predictor, collector, spec.features) as replay,
+    ):
         previous = None
         start = datetime(2012, 1, 1)
         while start < datetime(2013, 1, 1):
@@ -211,13 +254,17 @@ def main() -> int:
 
     # 3. The record.
     png = plot(rows, OUT / "loop.png", "driftloop on bike sharing 2012: served error and drift")
-    notes = (f"Model trained on 2011; 2012 replayed in two-week windows; policy "
-             f"data/bike_policy.yaml; retraining on the trailing 180 days, {TRIALS} trials.")
+    notes = (
+        f"Model trained on 2011; 2012 replayed in two-week windows; policy "
+        f"data/bike_policy.yaml; retraining on the trailing 180 days, {TRIALS} trials."
+    )
     page = dashboard(rows, OUT / "dashboard.html", png, "driftloop loop demo", notes)
     print("\n[3/3] per window:\n" + table(rows))
-    rmse = float(np.sqrt(np.mean([r.served_rmse ** 2 for r in rows])))
-    print(f"\nserved RMSE over 2012: {rmse:.1f}; versions: {registry.versions(MODEL)}; "
-          f"production: v{registry.alias(MODEL, 'production')}")
+    rmse = float(np.sqrt(np.mean([r.served_rmse**2 for r in rows])))
+    print(
+        f"\nserved RMSE over 2012: {rmse:.1f}; versions: {registry.versions(MODEL)}; "
+        f"production: v{registry.alias(MODEL, 'production')}"
+    )
     print(f"dashboard: {page}\nplot:      {png}\nstore:     {store.uri}")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -230,8 +277,17 @@ def _window(store, registry, policy, backend, replay, served, start, end) -> Win
     try:
         r = run_window(store, MODEL, start, end, policy=policy, backend=backend)
     except DriftloopError as e:  # e.g. too few rows: shown, never fatal to the loop
-        return WindowRow(start.isoformat(), end.isoformat(), len(served), "→".join(versions),
-                         err, None, f"skipped: {e}", "", None)
+        return WindowRow(
+            start.isoformat(),
+            end.isoformat(),
+            len(served),
+            "→".join(versions),
+            err,
+            None,
+            f"skipped: {e}",
+            "",
+            None,
+        )
     after = registry.alias(MODEL, "production")
     event = ""
     if r.trigger_id:
@@ -244,9 +300,17 @@ def _window(store, registry, policy, backend, replay, served, start, end) -> Win
         else:
             event = "challenger refused by the gate"
     report = store.local_path(r.report_key)
-    return WindowRow(start.isoformat(), end.isoformat(), len(served), "→".join(versions),
-                     err, r.drifted_share, "TRIGGER" if r.trigger else "-", event,
-                     report.as_uri() if report else r.report_key)
+    return WindowRow(
+        start.isoformat(),
+        end.isoformat(),
+        len(served),
+        "→".join(versions),
+        err,
+        r.drifted_share,
+        "TRIGGER" if r.trigger else "-",
+        event,
+        report.as_uri() if report else r.report_key,
+    )
 
 
 def _print_metrics(registry: Registry, version: int) -> None:
@@ -254,7 +318,8 @@ def _print_metrics(registry: Registry, version: int) -> None:
     print(f"registered {MODEL} v{version} -> production")
     print(f"{'model':22s} {'RMSE':>8s} {'MAE':>8s} {'R2':>7s}   (test window, late 2011)")
     for name, m in [("torch (driftloop)", metrics["test"])] + [
-            (f"baseline: {n}", m) for n, m in sorted(metrics["baselines"].items())]:
+        (f"baseline: {n}", m) for n, m in sorted(metrics["baselines"].items())
+    ]:
         print(f"{name:22s} {m['rmse']:8.2f} {m['mae']:8.2f} {m['r2']:7.3f}")
 
 

@@ -53,8 +53,11 @@ def kube_config(in_cluster: bool = False, context: str | None = None):  # noqa: 
             config.load_incluster_config(client_configuration=cfg)
         else:
             # The client reads $KUBECONFIG once, at import; read it now like kubectl does.
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
-                                    context=context, client_configuration=cfg)
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None,
+                context=context,
+                client_configuration=cfg,
+            )
     except config.ConfigException as e:
         where = "in-cluster service account" if in_cluster else "kubeconfig"
         raise ConfigError(f"cannot load the Kubernetes {where}: {e}") from e
@@ -82,8 +85,9 @@ class InferenceService:
     def patch(self, body: dict) -> dict:
         # CustomObjectsApi sends a dict body as application/merge-patch+json (RFC 7386):
         # nested maps merge, so only the fields named here change.
-        return self._call("patch", self.api.patch_namespaced_custom_object, body=body,
-                          field_manager=FIELD_MANAGER)
+        return self._call(
+            "patch", self.api.patch_namespaced_custom_object, body=body, field_manager=FIELD_MANAGER
+        )
 
     def _call(self, verb: str, fn, **kw: Any) -> dict:  # noqa: ANN001
         from kubernetes.client.exceptions import ApiException
@@ -93,19 +97,23 @@ class InferenceService:
             return dict(fn(GROUP, VERSION, self.namespace, PLURAL, self.name, **kw))
         except ApiException as e:
             if e.status == 404:
-                raise ConfigError(f"{self} does not exist: apply manifests/ or pass "
-                                  "--isvc/--namespace") from e
+                raise ConfigError(
+                    f"{self} does not exist: apply manifests/ or pass --isvc/--namespace"
+                ) from e
             if e.status in (401, 403):
-                raise ConfigError(f"not allowed to {verb} {self} (HTTP {e.status}): check the "
-                                  "credentials / the driftloop-deploy Role") from e
+                raise ConfigError(
+                    f"not allowed to {verb} {self} (HTTP {e.status}): check the "
+                    "credentials / the driftloop-deploy Role"
+                ) from e
             raise DeployError(f"cannot {verb} {self}: HTTP {e.status} {e.reason}") from e
         except HTTPError as e:
             raise DeployError(f"cannot {verb} {self}: {e}") from e
 
 
 @contextlib.contextmanager
-def connect(configuration: Any, model: str, name: str = "",
-            namespace: str = NAMESPACE) -> Iterator[InferenceService]:
+def connect(
+    configuration: Any, model: str, name: str = "", namespace: str = NAMESPACE
+) -> Iterator[InferenceService]:
     """An InferenceService handle whose API client is closed afterwards (its thread pool
     and the urllib3 pool that holds the sockets)."""
     from kubernetes import client
@@ -141,16 +149,19 @@ def _canary_state(obj: dict, before: str | None) -> tuple[str | None, str]:
     created = st.get("latestCreatedRevision")
     if not created or created == before:
         return None, ""  # the controller has not made our revision yet
-    if st.get("latestReadyRevision") == created and \
-            _condition(obj, "Ready").get("status") == "True":
+    if (
+        st.get("latestReadyRevision") == created
+        and _condition(obj, "Ready").get("status") == "True"
+    ):
         return created, ""
     # Knative marks the configuration False when the latest revision fails (image pull,
     # storage initializer, crash loop); KServe copies that to PredictorConfigurationReady.
     cfg = _condition(obj, "PredictorConfigurationReady")
     if cfg.get("status") == "False":
         return None, f"{cfg.get('reason', '')}: {cfg.get('message', '')}".strip(": ")
-    if (obj.get("status") or {}).get("modelStatus", {}).get("transitionStatus") == \
-            "BlockedByFailedLoad":
+    if (obj.get("status") or {}).get("modelStatus", {}).get(
+        "transitionStatus"
+    ) == "BlockedByFailedLoad":
         return None, "the model failed to load (modelStatus BlockedByFailedLoad)"
     return None, ""
 
@@ -158,8 +169,11 @@ def _canary_state(obj: dict, before: str | None) -> tuple[str | None, str]:
 def _serves(obj: dict, revision: str) -> bool:
     """All traffic on ``revision`` and the InferenceService Ready."""
     _, st = _predictor(obj)
-    share = sum(int(t.get("percent") or 0) for t in st.get("traffic") or []
-                if t.get("revisionName") == revision)
+    share = sum(
+        int(t.get("percent") or 0)
+        for t in st.get("traffic") or []
+        if t.get("revisionName") == revision
+    )
     return share == 100 and _condition(obj, "Ready").get("status") == "True"
 
 
@@ -179,8 +193,14 @@ class Deployed:
     revision: str  # the Knative revision now serving it
 
 
-def deploy(registry: Registry, isvc: InferenceService, version: int,
-           canary_percent: int = 100, timeout: float = 900.0, poll: float = 5.0) -> Deployed:
+def deploy(
+    registry: Registry,
+    isvc: InferenceService,
+    version: int,
+    canary_percent: int = 100,
+    timeout: float = 900.0,
+    poll: float = 5.0,
+) -> Deployed:
     """Serve ``version`` of ``isvc.model``, canary first when ``canary_percent`` < 100, then
     move the registry's production alias. On failure the InferenceService is patched back
     (canary 0 %, previous storageUri), the alias stays and DeployError says why.
@@ -192,8 +212,9 @@ def deploy(registry: Registry, isvc: InferenceService, version: int,
     ref = VersionRef(isvc.model, version)
     # 1. Refuse what the registry does not hold before touching the cluster.
     if not registry.is_committed(ref):
-        raise RegistryError(f"cannot deploy {ref.model} v{version}: not a committed version "
-                            f"in {registry.store.uri}")
+        raise RegistryError(
+            f"cannot deploy {ref.model} v{version}: not a committed version in {registry.store.uri}"
+        )
     if not 0 < canary_percent <= 100:
         raise ConfigError(f"canary percent must be in 1..100, not {canary_percent}")
     target = version_uri(registry.store.uri, ref)
@@ -212,16 +233,34 @@ def deploy(registry: Registry, isvc: InferenceService, version: int,
         return Deployed(version, target, revision)
 
     # 3. The canary: new storageUri -> new revision, p % of traffic once it is ready.
-    isvc.patch({"spec": {"predictor": {"model": {"storageUri": target},
-                                       "canaryTrafficPercent": canary_percent}}})
+    isvc.patch(
+        {
+            "spec": {
+                "predictor": {
+                    "model": {"storageUri": target},
+                    "canaryTrafficPercent": canary_percent,
+                }
+            }
+        }
+    )
     try:
-        revision = _wait(isvc, lambda o: _canary_state(o, st.get("latestCreatedRevision")),
-                         timeout, poll, f"the canary of v{version} to become ready")
+        revision = _wait(
+            isvc,
+            lambda o: _canary_state(o, st.get("latestCreatedRevision")),
+            timeout,
+            poll,
+            f"the canary of v{version} to become ready",
+        )
         # 4. Promote: all traffic to the canary revision, and wait until it is so.
         if canary_percent < 100:
             isvc.patch({"spec": {"predictor": {"canaryTrafficPercent": 100}}})
-        _wait(isvc, lambda o: (revision if _serves(o, revision) else None, ""),
-              timeout, poll, f"{revision} to take all traffic")
+        _wait(
+            isvc,
+            lambda o: (revision if _serves(o, revision) else None, ""),
+            timeout,
+            poll,
+            f"{revision} to take all traffic",
+        )
     except DriftloopError as e:
         _undo(isvc, previous_uri, e)
         raise
@@ -230,8 +269,13 @@ def deploy(registry: Registry, isvc: InferenceService, version: int,
     return Deployed(version, target, revision)
 
 
-def _wait(isvc: InferenceService, check, timeout: float, poll: float,  # noqa: ANN001
-          what: str) -> str:
+def _wait(
+    isvc: InferenceService,
+    check,
+    timeout: float,
+    poll: float,  # noqa: ANN001
+    what: str,
+) -> str:
     deadline = time.monotonic() + timeout
     while True:
         done, failed = check(isvc.get())
@@ -248,14 +292,23 @@ def _undo(isvc: InferenceService, previous_uri: str | None, cause: DriftloopErro
     """Send all traffic back to the last rolled-out revision (canary 0 %) and restore the
     previous storageUri, so the spec again names what is served."""
     try:
-        isvc.patch({"spec": {"predictor": {"model": {"storageUri": previous_uri},
-                                           "canaryTrafficPercent": 0}}})
+        isvc.patch(
+            {
+                "spec": {
+                    "predictor": {"model": {"storageUri": previous_uri}, "canaryTrafficPercent": 0}
+                }
+            }
+        )
     except DriftloopError as e:
-        cause.args = (f"{cause}; rolling back also failed: {e} — run "
-                      f"`driftloop models rollback {isvc.model} --kube` or patch it by hand",)
+        cause.args = (
+            f"{cause}; rolling back also failed: {e} — run "
+            f"`driftloop models rollback {isvc.model} --kube` or patch it by hand",
+        )
         return
-    cause.args = (f"{cause}; rolled back to {previous_uri} (canaryTrafficPercent 0), "
-                  "the production alias did not move",)
+    cause.args = (
+        f"{cause}; rolled back to {previous_uri} (canaryTrafficPercent 0), "
+        "the production alias did not move",
+    )
 
 
 def rollback(registry: Registry, isvc: InferenceService) -> int:
@@ -266,6 +319,5 @@ def rollback(registry: Registry, isvc: InferenceService) -> int:
     if prev is None:
         raise RegistryError(f"model {model!r} has no previous version to roll back to")
     uri = version_uri(registry.store.uri, VersionRef(model, prev))
-    isvc.patch({"spec": {"predictor": {"model": {"storageUri": uri},
-                                       "canaryTrafficPercent": 100}}})
+    isvc.patch({"spec": {"predictor": {"model": {"storageUri": uri}, "canaryTrafficPercent": 100}}})
     return registry.rollback(model)

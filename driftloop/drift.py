@@ -111,8 +111,13 @@ def reference_statistics(sample_df: pd.DataFrame, schema: dict) -> dict:
     for name, kind in kinds.items():
         st = _stats(_as_arrow(sample_df[name]), name, kind, "reference")
         if kind == "numeric":  # sorted distinct values + counts: exact, and small in JSON
-            st = {"kind": kind, "n": st["n"], "std": float(np.std(st["sorted"])),
-                  "values": st["values"].tolist(), "counts": st["counts"].tolist()}
+            st = {
+                "kind": kind,
+                "n": st["n"],
+                "std": float(np.std(st["sorted"])),
+                "values": st["values"].tolist(),
+                "counts": st["counts"].tolist(),
+            }
         cols[name] = st
     return {"version": 1, "rows": len(sample_df), "columns": cols}
 
@@ -124,16 +129,23 @@ def _stats(col: pa.ChunkedArray | pa.Array, name: str, kind: str, side: str) -> 
         # Distinct values and counts from the sorted array: run lengths, no second sort.
         starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
         counts = np.diff(np.append(starts, values.size))
-        return {"kind": kind, "n": int(values.size), "sorted": values,
-                "values": values[starts], "counts": counts}
+        return {
+            "kind": kind,
+            "n": int(values.size),
+            "sorted": values,
+            "values": values[starts],
+            "counts": counts,
+        }
     counts_map = _category_counts(col, name, side)
     return {"kind": kind, "n": sum(counts_map.values()), "counts": counts_map}
 
 
 def _numeric(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> np.ndarray:
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-        raise DataError(f"column {name!r} in the {side} data should be numeric but holds "
-                        f"{col.type} values; fix the producer or the schema")
+        raise DataError(
+            f"column {name!r} in the {side} data should be numeric but holds "
+            f"{col.type} values; fix the producer or the schema"
+        )
     values = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
     values = values[np.isfinite(values)]  # Evidently drops NaN and +-inf first
     if values.size == 0:
@@ -146,8 +158,10 @@ def _category_counts(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> d
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        raise DataError(f"column {name!r} in the {side} data should be categorical (strings) "
-                        f"but holds {col.type} values; fix the producer or the schema")
+        raise DataError(
+            f"column {name!r} in the {side} data should be categorical (strings) "
+            f"but holds {col.type} values; fix the producer or the schema"
+        )
     vc = pc.value_counts(col)  # hash count in C++; nulls come back as a null key
     keys, counts = vc.field("values").to_pylist(), vc.field("counts").to_pylist()
     out = {k: int(n) for k, n in zip(keys, counts, strict=True) if k is not None}
@@ -187,8 +201,10 @@ def window_columns(source: Source, names: Sequence[str]) -> Iterator[tuple[str, 
     available = _columns_of(source)
     missing = [c for c in names if c not in available]
     if missing:
-        raise DataError(f"column(s) {missing} are missing from the current window "
-                        f"(it has: {sorted(available)[:30]})")
+        raise DataError(
+            f"column(s) {missing} are missing from the current window "
+            f"(it has: {sorted(available)[:30]})"
+        )
     for name in names:
         if isinstance(source, pd.DataFrame):
             yield name, pa.chunked_array([_as_arrow(source[name])])
@@ -212,8 +228,9 @@ def _columns_of(source: Source) -> set[str]:
 
 
 # -- 3. The tests -----------------------------------------------------------------------
-def column_drift(reference: dict | pd.DataFrame, current: Source, schema: dict,
-                 drift_share: float = DRIFT_SHARE) -> DriftResult:
+def column_drift(
+    reference: dict | pd.DataFrame, current: Source, schema: dict, drift_share: float = DRIFT_SHARE
+) -> DriftResult:
     """Drift of ``current`` (DataFrame, Arrow table, Parquet path(s)) against ``reference``
     (``reference_statistics`` output, or the reference sample itself)."""
     stats = reference if isinstance(reference, dict) else reference_statistics(reference, schema)
@@ -232,9 +249,15 @@ def column_drift(reference: dict | pd.DataFrame, current: Source, schema: dict,
     pred = results.pop(PREDICTION, None)
     n_drifted = sum(d.drifted for d in results.values())
     share = n_drifted / len(results)
-    return DriftResult(columns=results, prediction=pred, drifted_share=share,
-                       dataset_drift=bool(share >= drift_share), drift_share=drift_share,
-                       reference_rows=int(stats["rows"]), current_rows=rows)
+    return DriftResult(
+        columns=results,
+        prediction=pred,
+        drifted_share=share,
+        dataset_drift=bool(share >= drift_share),
+        drift_share=drift_share,
+        reference_rows=int(stats["rows"]),
+        current_rows=rows,
+    )
 
 
 def _one_column(name: str, ref: dict, cur: dict) -> ColumnDrift:
@@ -246,18 +269,23 @@ def _one_column(name: str, ref: dict, cur: dict) -> ColumnDrift:
         c_sorted = cur["sorted"]
         if r_vals.size <= 5 and np.union1d(r_vals, cur["values"]).size <= 5:
             # Few distinct numbers: Evidently treats them like categories (value shares).
-            score = _js(dict(zip(ref["values"], ref["counts"], strict=True)), ref["n"],
-                        dict(zip(cur["values"].tolist(), cur["counts"].tolist(), strict=True)),
-                        cur["n"])
+            score = _js(
+                dict(zip(ref["values"], ref["counts"], strict=True)),
+                ref["n"],
+                dict(zip(cur["values"].tolist(), cur["counts"].tolist(), strict=True)),
+                cur["n"],
+            )
             test = JENSEN_SHANNON
         else:
-            score = _wasserstein(r_vals, np.asarray(ref["counts"]), c_sorted) \
-                / max(float(ref["std"]), 0.001)
+            score = _wasserstein(r_vals, np.asarray(ref["counts"]), c_sorted) / max(
+                float(ref["std"]), 0.001
+            )
             test = WASSERSTEIN
     else:
         score, test = _js(ref["counts"], ref["n"], cur["counts"], cur["n"]), JENSEN_SHANNON
-    return ColumnDrift(name, kind, test, score, DISTANCE_THRESHOLD,
-                       bool(score >= DISTANCE_THRESHOLD))
+    return ColumnDrift(
+        name, kind, test, score, DISTANCE_THRESHOLD, bool(score >= DISTANCE_THRESHOLD)
+    )
 
 
 def _wasserstein(r_vals: np.ndarray, r_counts: np.ndarray, c_sorted: np.ndarray) -> float:
@@ -292,8 +320,14 @@ def _evidently_small(name: str, ref: dict, cur: dict) -> ColumnDrift:
     c = pd.Series(cur["sorted"]) if ref["kind"] == "numeric" else _expand(cur)
     test = get_stattest(r, c, ctype, None)
     out = test(r, c, ctype, None)
-    return ColumnDrift(name, ref["kind"], test.display_name, float(out.drift_score),
-                       float(out.actual_threshold), bool(out.drifted))
+    return ColumnDrift(
+        name,
+        ref["kind"],
+        test.display_name,
+        float(out.drift_score),
+        float(out.actual_threshold),
+        bool(out.drifted),
+    )
 
 
 def _expand(s: dict) -> pd.Series:
@@ -313,13 +347,20 @@ def _import_evidently() -> None:
     Silence exactly those messages, only around this import.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*Deprecated in litestar",
-                                category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*Deprecated in litestar", category=DeprecationWarning
+        )
         import evidently  # noqa: F401
 
 
-def evidently_report(reference: pd.DataFrame, current: Source, schema: dict,
-                     html_path: str | Path, sample_rows: int = 10_000, seed: int = 0) -> dict:
+def evidently_report(
+    reference: pd.DataFrame,
+    current: Source,
+    schema: dict,
+    html_path: str | Path,
+    sample_rows: int = 10_000,
+    seed: int = 0,
+) -> dict:
     """Run Evidently's ``DataDriftPreset`` on a seeded random sample of ``sample_rows``
     current rows (the HTML embeds data, so it must stay bounded) and save the HTML.
 
@@ -346,19 +387,30 @@ def evidently_report(reference: pd.DataFrame, current: Source, schema: dict,
     numeric = [c for c, k in features.items() if k == "numeric"]
     categorical = [c for c, k in features.items() if k == "categorical"]
     definition = DataDefinition(  # every list given: Evidently infers no column type
-        numerical_columns=numeric + [PREDICTION], categorical_columns=categorical,
-        text_columns=[], datetime_columns=[], unknown_columns=[], list_columns=[])
-    report = Report([DataDriftPreset(columns=list(features)), ValueDrift(column=PREDICTION)],
-                    include_tests=True)
-    snapshot = report.run(Dataset.from_pandas(cur[[*features, PREDICTION]], definition),
-                          Dataset.from_pandas(reference[[*features, PREDICTION]], definition))
+        numerical_columns=numeric + [PREDICTION],
+        categorical_columns=categorical,
+        text_columns=[],
+        datetime_columns=[],
+        unknown_columns=[],
+        list_columns=[],
+    )
+    report = Report(
+        [DataDriftPreset(columns=list(features)), ValueDrift(column=PREDICTION)], include_tests=True
+    )
+    snapshot = report.run(
+        Dataset.from_pandas(cur[[*features, PREDICTION]], definition),
+        Dataset.from_pandas(reference[[*features, PREDICTION]], definition),
+    )
     snapshot.save_html(str(html_path))
     quality = None
     if target in table.column_names:
         quality = _quality(table, schema, Path(html_path), sample_rows, rng)
-    return {"drift": evidently_decisions(snapshot), "quality": quality,
-            "sample": {"rows": int(take.size), "of": rows, "seed": seed},
-            "snapshot": snapshot.dict()}
+    return {
+        "drift": evidently_decisions(snapshot),
+        "quality": quality,
+        "sample": {"rows": int(take.size), "of": rows, "seed": seed},
+        "snapshot": snapshot.dict(),
+    }
 
 
 def evidently_decisions(snapshot: Any) -> dict:
@@ -372,9 +424,12 @@ def evidently_decisions(snapshot: Any) -> dict:
         if isinstance(result, CountValue):  # DriftedColumnsCount: share < drift_share passes
             share, dataset_drift = float(result.share.value), t.status == TestStatus.FAIL
         else:  # ValueDrift: the test fails exactly when Evidently detects drift
-            columns[params["column"]] = {"stattest": params["method"], "score": float(result.value),
-                                         "threshold": float(params["threshold"]),
-                                         "drifted": t.status == TestStatus.FAIL}
+            columns[params["column"]] = {
+                "stattest": params["method"],
+                "score": float(result.value),
+                "threshold": float(params["threshold"]),
+                "drifted": t.status == TestStatus.FAIL,
+            }
     return {"columns": columns, "drifted_share": share, "dataset_drift": dataset_drift}
 
 
@@ -389,8 +444,9 @@ def _arrow_table(source: Source, cols: list[str]) -> pa.Table:
     return _dataset(source).to_table(columns=cols)
 
 
-def _quality(table: pa.Table, schema: dict, html_path: Path, sample_rows: int,
-             rng: np.random.Generator) -> dict[str, float] | None:
+def _quality(
+    table: pa.Table, schema: dict, html_path: Path, sample_rows: int, rng: np.random.Generator
+) -> dict[str, float] | None:
     from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
     from evidently.metrics import MAE, RMSE, Accuracy, F1Score, Precision, Recall, RocAuc
 
@@ -402,16 +458,28 @@ def _quality(table: pa.Table, schema: dict, html_path: Path, sample_rows: int,
     df = table.select([target, PREDICTION]).take(pa.array(take)).to_pandas()
     if schema["task"] == "regression":
         df[target] = df[target].astype("float64")
-        definition = DataDefinition(numerical_columns=[target, PREDICTION],
-                                    regression=[Regression(target=target, prediction=PREDICTION)])
+        definition = DataDefinition(
+            numerical_columns=[target, PREDICTION],
+            regression=[Regression(target=target, prediction=PREDICTION)],
+        )
         metrics: dict[str, Any] = {"rmse": RMSE(), "mae": MAE()}
     elif schema["task"] == "binary":
         definition = DataDefinition(
-            categorical_columns=[target], numerical_columns=[PREDICTION],
-            classification=[BinaryClassification(
-                target=target, prediction_probas=PREDICTION, pos_label=schema["positive_label"])])
-        metrics = {"accuracy": Accuracy(), "precision": Precision(), "recall": Recall(),
-                   "f1": F1Score(), "roc_auc": RocAuc()}
+            categorical_columns=[target],
+            numerical_columns=[PREDICTION],
+            classification=[
+                BinaryClassification(
+                    target=target, prediction_probas=PREDICTION, pos_label=schema["positive_label"]
+                )
+            ],
+        )
+        metrics = {
+            "accuracy": Accuracy(),
+            "precision": Precision(),
+            "recall": Recall(),
+            "f1": F1Score(),
+            "roc_auc": RocAuc(),
+        }
     else:
         return None  # multiclass logs carry no per-class probabilities to evaluate on
     snap = Report(list(metrics.values())).run(Dataset.from_pandas(df, definition), None)

@@ -22,20 +22,29 @@ class GateDecision:
         return ("PASS: " if self.passed else "FAIL: ") + "; ".join(self.reasons)
 
 
-def decide(metric: str, challenger: dict[str, float], baselines: dict[str, dict[str, float]],
-           champion: dict[str, float] | None, margin: float) -> GateDecision:
+def decide(
+    metric: str,
+    challenger: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    champion: dict[str, float] | None,
+    margin: float,
+) -> GateDecision:
     score = challenger[metric]
     reasons, passed = [], True
     for name, m in sorted(baselines.items()):
         ok = better(metric, score, m[metric])
         passed &= ok
-        reasons.append(f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} "
-                       f"{name} baseline {m[metric]:.4g}")
+        reasons.append(
+            f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} "
+            f"{name} baseline {m[metric]:.4g}"
+        )
     if champion is not None:
         ok = better(metric, score, champion[metric], margin)
         passed &= ok
-        reasons.append(f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} champion "
-                       f"{champion[metric]:.4g} by margin {margin:.1%}")
+        reasons.append(
+            f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} champion "
+            f"{champion[metric]:.4g} by margin {margin:.1%}"
+        )
     else:
         reasons.append("no champion in production")
     return GateDecision(bool(passed), reasons)

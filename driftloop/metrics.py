@@ -63,8 +63,10 @@ def tune_threshold(y_pos: np.ndarray, proba: np.ndarray, metric: str) -> float:
         if target == "precision" and pred.sum() < max(10, 0.01 * len(pred)):
             continue  # precision on a handful of positives is noise
         s = {
-            "f1": skm.f1_score, "accuracy": skm.accuracy_score,
-            "precision": skm.precision_score, "recall": skm.recall_score,
+            "f1": skm.f1_score,
+            "accuracy": skm.accuracy_score,
+            "precision": skm.precision_score,
+            "recall": skm.recall_score,
         }[target](y_pos, pred, **({} if target == "accuracy" else {"zero_division": 0}))
         if s > best_s:
             best_t, best_s = float(t), float(s)

@@ -76,8 +76,9 @@ class TabularModel:
         x_num, x_cat = self.pre.transform(df)
         outs = []
         for i in range(0, len(df), batch):
-            out = self.net(torch.from_numpy(x_num[i : i + batch]),
-                           torch.from_numpy(x_cat[i : i + batch]))
+            out = self.net(
+                torch.from_numpy(x_num[i : i + batch]), torch.from_numpy(x_cat[i : i + batch])
+            )
             outs.append(out.numpy())
         return np.concatenate(outs) if outs else np.empty((0, self.arch.n_outputs), np.float32)
 
@@ -94,8 +95,11 @@ class TabularModel:
         z = out.astype("float64") - out.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
         k = probs.argmax(axis=1)
-        return {"probabilities": probs, "probability": probs[np.arange(len(k)), k],
-                "label": classes[k]}
+        return {
+            "probabilities": probs,
+            "probability": probs[np.arange(len(k)), k],
+            "label": classes[k],
+        }
 
     # -- files -----------------------------------------------------------------------
     def save(self, directory: Path) -> list[Path]:

@@ -59,20 +59,24 @@ def window_id(endpoint: str, start: datetime, end: datetime) -> str:
     return f"{endpoint}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
 
 
-def load_window(store: Store, ref: VersionRef, schema: dict, endpoint: str,
-                start: datetime, end: datetime) -> pd.DataFrame:
+def load_window(
+    store: Store, ref: VersionRef, schema: dict, endpoint: str, start: datetime, end: datetime
+) -> pd.DataFrame:
     """The window's logged rows (features under their own names, ``prediction``), with the
     target column filled from delayed labels where they have arrived."""
     logs = read_logs(store, ref.model, ref.version, endpoint, start, end)
     if logs.empty:
-        raise DataError(f"empty window: no logged requests for {ref.model} v{ref.version} "
-                        f"({endpoint}) in [{start}, {end})")
-    logs = logs.rename(columns={feature_column(f["name"]): f["name"]
-                                for f in schema["features"]})
+        raise DataError(
+            f"empty window: no logged requests for {ref.model} v{ref.version} "
+            f"({endpoint}) in [{start}, {end})"
+        )
+    logs = logs.rename(columns={feature_column(f["name"]): f["name"] for f in schema["features"]})
     missing = [f["name"] for f in schema["features"] if f["name"] not in logs.columns]
     if missing:
-        raise DataError(f"the logs of {ref.model} v{ref.version} lack feature column(s) "
-                        f"{missing}: they do not match the version's schema")
+        raise DataError(
+            f"the logs of {ref.model} v{ref.version} lack feature column(s) "
+            f"{missing}: they do not match the version's schema"
+        )
     labels = read_labels(store, ref.model, start=start)
     target = schema["target"]
     if labels.empty:
@@ -83,10 +87,19 @@ def load_window(store: Store, ref: VersionRef, schema: dict, endpoint: str,
     return joined.drop(columns=["actual", "actual_value", "label_time"])
 
 
-def run_window(store: Store, model: str, start: datetime, end: datetime, *,
-               policy: DriftPolicy, backend: Backend | None, endpoint: str = "default",
-               version: int | None = None, retrain_days: int = 180,
-               report_rows: int = 5_000) -> WindowResult:
+def run_window(
+    store: Store,
+    model: str,
+    start: datetime,
+    end: datetime,
+    *,
+    policy: DriftPolicy,
+    backend: Backend | None,
+    endpoint: str = "default",
+    version: int | None = None,
+    retrain_days: int = 180,
+    report_rows: int = 5_000,
+) -> WindowResult:
     registry = Registry(store)
     ref = registry.resolve(model, version)
     schema = json.loads(registry.read_file(ref, "schema.json"))
@@ -107,8 +120,9 @@ def run_window(store: Store, model: str, start: datetime, end: datetime, *,
             report = evidently_report(reference, window, schema, html, sample_rows=report_rows)
             for f in Path(tmp).iterdir():
                 store.put(f"{prefix}/{f.name}", f.read_bytes())
-    summary = WindowSummary.from_drift(start, end, drift, quality=report["quality"],
-                                       baseline=test_metrics)
+    summary = WindowSummary.from_drift(
+        start, end, drift, quality=report["quality"], baseline=test_metrics
+    )
 
     # 2. The decision, then (maybe) the trigger, under the lease.
     log = TriggerLog(store, model)
@@ -117,35 +131,60 @@ def run_window(store: Store, model: str, start: datetime, end: datetime, *,
     history = _history(store, model, endpoint, before=start)
     triggers = log.all()
     last = max((datetime.fromisoformat(t.window["end"]) for t in triggers), default=None)
-    decision = decide(policy, history, summary, now=end, last_trigger_time=last,
-                      run_in_flight=log.held() is not None)
+    decision = decide(
+        policy,
+        history,
+        summary,
+        now=end,
+        last_trigger_time=last,
+        run_in_flight=log.held() is not None,
+    )
     fired: Trigger | None = None
     if backend is not None and (retry := log.retryable()) is not None:
         fired = fire(log, retry, backend)  # the same trigger id: never a duplicate run
     elif decision.trigger and backend is not None:
         end_iso = end.isoformat()
         fired = Trigger(
-            id=trigger_id(model, end_iso), model=model, version=ref.version,
-            reason=decision.reasons, window={"start": start.isoformat(), "end": end_iso},
+            id=trigger_id(model, end_iso),
+            model=model,
+            version=ref.version,
+            reason=decision.reasons,
+            window={"start": start.isoformat(), "end": end_iso},
             evidence={"report": f"{prefix}/report.html", "summary": f"{prefix}/summary.json"},
-            train_window={"start": (end - timedelta(days=retrain_days)).isoformat(),
-                          "end": end_iso})
-        if log.create(fired):
-            fired = fire(log, fired, backend)
-        else:
-            fired = None  # another job has this window's trigger
+            train_window={
+                "start": (end - timedelta(days=retrain_days)).isoformat(),
+                "end": end_iso,
+            },
+        )
+        # Another job may have recorded this window's trigger first: then it fires it.
+        fired = fire(log, fired, backend) if log.create(fired) else None
 
     result = WindowResult(
-        window_id=wid, version=ref.version, rows=drift.current_rows,
-        drifted_share=drift.drifted_share, drifted_columns=drift.drifted_columns,
-        quality=report["quality"], trigger=decision.trigger, reasons=decision.reasons,
-        trigger_id=fired.id if fired else None, trigger_status=fired.status if fired else None,
-        report_key=f"{prefix}/report.html")
-    store.put_json(f"{prefix}/summary.json", {
-        **asdict(result), "model": model, "endpoint": endpoint,
-        "window": {"start": start.isoformat(), "end": end.isoformat()},
-        "drift": drift.to_dict(), "baseline": test_metrics, "sample": report["sample"],
-        "evidently_decisions": report["drift"]})
+        window_id=wid,
+        version=ref.version,
+        rows=drift.current_rows,
+        drifted_share=drift.drifted_share,
+        drifted_columns=drift.drifted_columns,
+        quality=report["quality"],
+        trigger=decision.trigger,
+        reasons=decision.reasons,
+        trigger_id=fired.id if fired else None,
+        trigger_status=fired.status if fired else None,
+        report_key=f"{prefix}/report.html",
+    )
+    store.put_json(
+        f"{prefix}/summary.json",
+        {
+            **asdict(result),
+            "model": model,
+            "endpoint": endpoint,
+            "window": {"start": start.isoformat(), "end": end.isoformat()},
+            "drift": drift.to_dict(),
+            "baseline": test_metrics,
+            "sample": report["sample"],
+            "evidently_decisions": report["drift"],
+        },
+    )
     return result
 
 
@@ -155,14 +194,22 @@ def _history(store: Store, model: str, endpoint: str, before: datetime) -> list[
     for key in store.list(f"monitoring/{model}/windows"):
         if not key.endswith("/summary.json") or f"/windows/{endpoint}-" not in key:
             continue
-        s = dict(store.get_json(key))  # type: ignore[arg-type]
+        s = dict(store.get_json(key))
         start = datetime.fromisoformat(s["window"]["start"])
         if start < before:
             prediction = s["drift"].get("prediction") or {}
-            out.append(WindowSummary(start, datetime.fromisoformat(s["window"]["end"]),
-                                     s["rows"], s["drifted_share"], s["drifted_columns"],
-                                     bool(prediction.get("drifted")), s["quality"],
-                                     s["baseline"]))
+            out.append(
+                WindowSummary(
+                    start,
+                    datetime.fromisoformat(s["window"]["end"]),
+                    s["rows"],
+                    s["drifted_share"],
+                    s["drifted_columns"],
+                    bool(prediction.get("drifted")),
+                    s["quality"],
+                    s["baseline"],
+                )
+            )
     return sorted(out, key=lambda w: w.start)
 
 

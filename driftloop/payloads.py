@@ -39,8 +39,17 @@ from driftloop.store import Store
 if TYPE_CHECKING:  # pandas is imported lazily: the collector never needs it
     import pandas as pd
 
-LOG_COLUMNS = ("request_id", "row", "event_time", "received_at", "model", "version",
-               "endpoint", "inference_service", "namespace")
+LOG_COLUMNS = (
+    "request_id",
+    "row",
+    "event_time",
+    "received_at",
+    "model",
+    "version",
+    "endpoint",
+    "inference_service",
+    "namespace",
+)
 OUTPUT_COLUMNS = ("prediction", "label", "rules_fired")
 LABEL_COLUMNS = ("request_id", "row", "actual", "actual_value", "label_time", "received_at")
 RESERVED = frozenset(LOG_COLUMNS + OUTPUT_COLUMNS)
@@ -82,20 +91,31 @@ def log_schema(features: dict[str, str]) -> pa.Schema:
 
     Feature columns are already mapped through ``feature_column``.
     """
-    fields = [pa.field("request_id", pa.string()), pa.field("row", pa.int64()),
-              pa.field("event_time", TS), pa.field("received_at", TS),
-              pa.field("model", pa.string()), pa.field("version", pa.int64()),
-              pa.field("endpoint", pa.string()), pa.field("inference_service", pa.string()),
-              pa.field("namespace", pa.string())]
-    fields += [pa.field(n, pa.float64() if k == "numeric" else pa.string())
-               for n, k in features.items()]
-    fields += [pa.field("prediction", pa.float64()), pa.field("label", pa.string()),
-               pa.field("rules_fired", pa.string())]
+    fields = [
+        pa.field("request_id", pa.string()),
+        pa.field("row", pa.int64()),
+        pa.field("event_time", TS),
+        pa.field("received_at", TS),
+        pa.field("model", pa.string()),
+        pa.field("version", pa.int64()),
+        pa.field("endpoint", pa.string()),
+        pa.field("inference_service", pa.string()),
+        pa.field("namespace", pa.string()),
+    ]
+    fields += [
+        pa.field(n, pa.float64() if k == "numeric" else pa.string()) for n, k in features.items()
+    ]
+    fields += [
+        pa.field("prediction", pa.float64()),
+        pa.field("label", pa.string()),
+        pa.field("rules_fired", pa.string()),
+    ]
     return pa.schema(fields)
 
 
-def write_log_frame(store: Store, model: str, version: int, endpoint: str, schema: dict,
-                    frame: pd.DataFrame) -> list[str]:
+def write_log_frame(
+    store: Store, model: str, version: int, endpoint: str, schema: dict, frame: pd.DataFrame
+) -> list[str]:
     """Import already-served traffic as logs, exactly as the collector would have written
     them (backfills, offline replays, benchmarks). ``frame``: the schema's features,
     ``event_time``, ``prediction`` and optionally ``request_id``/``label``."""
@@ -107,9 +127,18 @@ def write_log_frame(store: Store, model: str, version: int, endpoint: str, schem
     df = frame.rename(columns={f["name"]: feature_column(f["name"]) for f in schema["features"]})
     n = len(df)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    base = {"request_id": [uuid.uuid4().hex for _ in range(n)], "row": 0,
-            "received_at": now, "model": model, "version": version, "endpoint": endpoint,
-            "inference_service": model, "namespace": "", "label": None, "rules_fired": "[]"}
+    base = {
+        "request_id": [uuid.uuid4().hex for _ in range(n)],
+        "row": 0,
+        "received_at": now,
+        "model": model,
+        "version": version,
+        "endpoint": endpoint,
+        "inference_service": model,
+        "namespace": "",
+        "label": None,
+        "rules_fired": "[]",
+    }
     for col, value in base.items():
         if col not in df.columns:
             df[col] = value
@@ -120,8 +149,9 @@ def write_log_frame(store: Store, model: str, version: int, endpoint: str, schem
     keys = []
     table_schema = log_schema(kinds)
     for day, part in df.groupby(df["event_time"].dt.date, sort=True):
-        table = pa.Table.from_pandas(part[table_schema.names], schema=table_schema,
-                                     preserve_index=False)
+        table = pa.Table.from_pandas(
+            part[table_schema.names], schema=table_schema, preserve_index=False
+        )
         key = log_key(model, version, endpoint, day)
         store.put(key, to_parquet(table))
         keys.append(key)
@@ -142,8 +172,9 @@ def _naive_utc(t: Any) -> datetime | None:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
-def _keys_in_window(store: Store, prefix: str, start: datetime | None, end: datetime | None,
-                    fixed_leaf: bool) -> list[str]:
+def _keys_in_window(
+    store: Store, prefix: str, start: datetime | None, end: datetime | None, fixed_leaf: bool
+) -> list[str]:
     """Parquet keys under ``prefix`` whose date partition can overlap ``[start, end)``."""
     first = start.date() if start else None
     last = (end - timedelta(microseconds=1)).date() if end else None
@@ -174,8 +205,10 @@ def _read_table(store: Store, key: str) -> pa.Table:
     except (pa.ArrowException, OSError, ValueError) as e:
         if isinstance(e, DataError):
             raise
-        raise DataError(f"{store.uri}/{key} is not a readable Parquet file ({e}); "
-                        "move or delete it and read again") from e
+        raise DataError(
+            f"{store.uri}/{key} is not a readable Parquet file ({e}); "
+            "move or delete it and read again"
+        ) from e
 
 
 def _read_frames(store: Store, keys: Iterable[str], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -188,8 +221,14 @@ def _read_frames(store: Store, keys: Iterable[str], columns: tuple[str, ...]) ->
     return pd.concat(frames, ignore_index=True, sort=False)
 
 
-def read_logs(store: Store, model: str, version: int | None = None,
-              endpoint: str | None = None, start: Any = None, end: Any = None) -> pd.DataFrame:
+def read_logs(
+    store: Store,
+    model: str,
+    version: int | None = None,
+    endpoint: str | None = None,
+    start: Any = None,
+    end: Any = None,
+) -> pd.DataFrame:
     """Logged instances of ``model`` with ``start <= event_time < end`` (naive UTC).
 
     A file that is not valid Parquet raises DataError naming it (never a silent skip: a
@@ -210,8 +249,9 @@ def read_logs(store: Store, model: str, version: int | None = None,
 
 
 # -- labels -------------------------------------------------------------------------------
-def write_labels(store: Store, model: str, labels: list[dict], now: datetime | None = None
-                 ) -> list[str]:
+def write_labels(
+    store: Store, model: str, labels: list[dict], now: datetime | None = None
+) -> list[str]:
     """Store ground truth ``[{"request_id", "row"=0, "label", "time"=None}, ...]``.
 
     One Parquet file per label date; returns the keys written. Raises DataError on a bad
@@ -236,13 +276,26 @@ def write_labels(store: Store, model: str, labels: list[dict], now: datetime | N
         except (TypeError, ValueError) as e:
             raise DataError(f"labels[{i}].time is not an ISO-8601 time: {e}") from e
         numeric = not isinstance(value, str)
-        by_day.setdefault(when.date(), []).append({
-            "request_id": rid, "row": row, "actual": str(value),
-            "actual_value": float(value) if numeric else None,
-            "label_time": when, "received_at": received})
-    schema = pa.schema([("request_id", pa.string()), ("row", pa.int64()),
-                        ("actual", pa.string()), ("actual_value", pa.float64()),
-                        ("label_time", TS), ("received_at", TS)])
+        by_day.setdefault(when.date(), []).append(
+            {
+                "request_id": rid,
+                "row": row,
+                "actual": str(value),
+                "actual_value": float(value) if numeric else None,
+                "label_time": when,
+                "received_at": received,
+            }
+        )
+    schema = pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("row", pa.int64()),
+            ("actual", pa.string()),
+            ("actual_value", pa.float64()),
+            ("label_time", TS),
+            ("received_at", TS),
+        ]
+    )
     keys = []
     for day, rows in sorted(by_day.items()):
         key = label_key(model, day)
@@ -270,8 +323,11 @@ def join_labels(logs: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     the latest ``label_time`` wins (a correction replaces the first answer).
     """
     cols = ["request_id", "row", "actual", "actual_value", "label_time"]
-    latest = (labels[cols].sort_values("label_time", kind="stable")
-              .drop_duplicates(["request_id", "row"], keep="last"))
+    latest = (
+        labels[cols]
+        .sort_values("label_time", kind="stable")
+        .drop_duplicates(["request_id", "row"], keep="last")
+    )
     latest = latest.astype({"row": "int64"})
     out = logs.astype({"row": "int64"}).merge(latest, on=["request_id", "row"], how="left")
     return out

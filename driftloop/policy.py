@@ -27,11 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from driftloop.errors import ConfigError
+
+if TYPE_CHECKING:  # drift imports Evidently: keep the policy light
+    from driftloop.drift import DriftResult
 
 LOWER_IS_BETTER = {"rmse", "mae"}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -97,14 +101,26 @@ class WindowSummary:
     baseline_quality: dict[str, float] | None = None  # the version's metrics.json "test"
 
     @classmethod
-    def from_drift(cls, start: datetime, end: datetime, result: object,
-                   quality: dict | None = None, baseline: dict | None = None) -> WindowSummary:
+    def from_drift(
+        cls,
+        start: datetime,
+        end: datetime,
+        result: DriftResult,
+        quality: dict | None = None,
+        baseline: dict | None = None,
+    ) -> WindowSummary:
         """From a ``driftloop.drift.DriftResult``."""
         r = result
-        pred = getattr(r, "prediction", None)
-        return cls(start, end, r.current_rows, r.drifted_share,  # type: ignore[attr-defined]
-                   list(r.drifted_columns), bool(pred and pred.drifted),  # type: ignore[attr-defined]
-                   quality, baseline)
+        return cls(
+            start,
+            end,
+            r.current_rows,
+            r.drifted_share,
+            list(r.drifted_columns),
+            bool(r.prediction and r.prediction.drifted),
+            quality,
+            baseline,
+        )
 
 
 @dataclass(frozen=True)
@@ -143,8 +159,14 @@ def _quality_drops(policy: DriftPolicy, w: WindowSummary) -> list[str]:
     return out
 
 
-def decide(policy: DriftPolicy, history: list[WindowSummary], current: WindowSummary,
-           now: datetime, last_trigger_time: datetime | None, run_in_flight: bool) -> Decision:
+def decide(
+    policy: DriftPolicy,
+    history: list[WindowSummary],
+    current: WindowSummary,
+    now: datetime,
+    last_trigger_time: datetime | None,
+    run_in_flight: bool,
+) -> Decision:
     """Trigger or not, with reasons. ``history``: earlier windows, oldest first."""
     if current.rows < policy.min_rows:
         return Decision(False, [f"window has {current.rows} rows < min_rows {policy.min_rows}"])
@@ -152,8 +174,11 @@ def decide(policy: DriftPolicy, history: list[WindowSummary], current: WindowSum
     if not fired:
         return Decision(False, ["no rule fired"])
     # 1. Hysteresis: the last K eligible windows since the last trigger must all signal.
-    eligible = [w for w in history if w.rows >= policy.min_rows
-                and (last_trigger_time is None or w.end > last_trigger_time)]
+    eligible = [
+        w
+        for w in history
+        if w.rows >= policy.min_rows and (last_trigger_time is None or w.end > last_trigger_time)
+    ]
     k = policy.consecutive_windows
     streak = 1 + _trailing(lambda w: bool(signals(policy, w)), eligible[::-1])
     if streak < k:

@@ -52,8 +52,14 @@ class Preprocessor:
         categories = {
             c: sorted(str(v) for v in train[c].dropna().unique()) for c in spec.categorical
         }
-        pre = cls(task=spec.task, numeric=numeric, categories=categories, target=spec.target,
-                  log_target=spec.log_target, unknown_category=spec.unknown_category)
+        pre = cls(
+            task=spec.task,
+            numeric=numeric,
+            categories=categories,
+            target=spec.target,
+            log_target=spec.log_target,
+            unknown_category=spec.unknown_category,
+        )
         y = train[spec.target]
         if spec.task == "regression":
             t = pre._forward_target(y.to_numpy(dtype="float64"))
@@ -78,8 +84,12 @@ class Preprocessor:
         n = len(df)
         if self.numeric:
             stats = list(self.numeric.values())
-            raw = np.column_stack([pd.to_numeric(df[c], errors="coerce").to_numpy(
-                dtype="float64", na_value=np.nan) for c in self.numeric])
+            raw = np.column_stack(
+                [
+                    pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                    for c in self.numeric
+                ]
+            )
             median = np.array([s.median for s in stats])
             raw = np.where(np.isnan(raw), median, raw)
             x_num = ((raw - [s.mean for s in stats]) / [s.std for s in stats]).astype(np.float32)
@@ -90,12 +100,13 @@ class Preprocessor:
             x_cat[:, j] = [index.get(_cat_key(v), 0) for v in df[c].tolist()]
         return x_num, x_cat
 
-    def _indexes(self) -> dict[str, dict[str, int]]:
+    def _indexes(self) -> dict[str, dict[str | None, int]]:
         """Category -> embedding index per column, built once (index 0: unknown)."""
         cached = self.__dict__.get("_index_cache")
         if cached is None or cached[0] is not self.categories:
-            built = {c: {v: i + 1 for i, v in enumerate(cats)}
-                     for c, cats in self.categories.items()}
+            built: dict[str, dict[str | None, int]] = {
+                c: {v: i + 1 for i, v in enumerate(cats)} for c, cats in self.categories.items()
+            }
             cached = (self.categories, built)
             self.__dict__["_index_cache"] = cached
         return cached[1]
@@ -113,8 +124,9 @@ class Preprocessor:
     def check_known(self, df: pd.DataFrame) -> None:
         if self.unknown_category == "reject" and (bad := self.unknown_categories(df)):
             col, vals = next(iter(bad.items()))
-            raise InvalidRequest(f"field {col!r}: unknown category {vals[0]!r}; "
-                                 f"known: {self.categories[col][:20]}")
+            raise InvalidRequest(
+                f"field {col!r}: unknown category {vals[0]!r}; known: {self.categories[col][:20]}"
+            )
 
     # -- target ----------------------------------------------------------------------
     def _forward_target(self, y: np.ndarray) -> np.ndarray:

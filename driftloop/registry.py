@@ -72,7 +72,7 @@ class Registry:
     def manifest(self, ref: VersionRef) -> dict:
         if not self.is_committed(ref):
             raise NotFound(f"model {ref.model!r} has no committed version {ref.version}")
-        return dict(self.store.get_json(f"{ref.prefix}/{MANIFEST}"))  # type: ignore[arg-type]
+        return dict(self.store.get_json(f"{ref.prefix}/{MANIFEST}"))
 
     def read_file(self, ref: VersionRef, name: str) -> bytes:
         """A version's file, verified against the manifest's sha256."""
@@ -94,8 +94,9 @@ class Registry:
         (dest / MANIFEST).write_text(json.dumps(man, indent=2, sort_keys=True))
         return dest
 
-    def resolve(self, model: str, version: int | None = None, alias: str | None = None
-                ) -> VersionRef:
+    def resolve(
+        self, model: str, version: int | None = None, alias: str | None = None
+    ) -> VersionRef:
         """A version number, an alias, or (neither) the production alias."""
         if version is not None:
             ref = VersionRef(model, version)
@@ -104,13 +105,15 @@ class Registry:
         name = alias or "production"
         target = self.alias(model, name)
         if target is None:
-            raise NotFound(f"model {model!r} has no {name!r} alias"
-                           + ("" if self.versions(model) else " (and no versions)"))
+            raise NotFound(
+                f"model {model!r} has no {name!r} alias"
+                + ("" if self.versions(model) else " (and no versions)")
+            )
         return VersionRef(model, target)
 
     def alias(self, model: str, name: str) -> int | None:
         try:
-            return int(self.store.get_json(f"models/{model}/aliases/{name}.json")["version"])  # type: ignore[index]
+            return int(self.store.get_json(f"models/{model}/aliases/{name}.json")["version"])
         except NotFound:
             return None
 
@@ -127,15 +130,23 @@ class Registry:
             name = p.relative_to(source).as_posix()
             self.store.put(f"{ref.prefix}/{name}", data)
             entries[name] = {"sha256": sha256(data), "bytes": len(data)}
-        manifest = {"model": model, "version": ref.version, "created": _now(),
-                    "files": entries, "lineage": lineage}
+        manifest = {
+            "model": model,
+            "version": ref.version,
+            "created": _now(),
+            "files": entries,
+            "lineage": lineage,
+        }
         self.store.put_json(f"{ref.prefix}/{MANIFEST}", manifest)
         self.store.put(f"{ref.prefix}/{COMMITTED}", _now().encode())
         return ref
 
     def _claim(self, model: str) -> VersionRef:
-        claimed = {int(m.group(1)) for k in self.store.list(f"models/{model}/versions")
-                   if (m := re.search(r"/versions/(\d+)/", k))}
+        claimed = {
+            int(m.group(1))
+            for k in self.store.list(f"models/{model}/versions")
+            if (m := re.search(r"/versions/(\d+)/", k))
+        }
         n = max(claimed, default=0) + 1
         while not self.store.create(f"models/{model}/versions/{n}/{CLAIM}", _now().encode()):
             n += 1  # a concurrent registration took n
@@ -150,7 +161,7 @@ class Registry:
         if current == version:
             return
         if current is not None:
-            self._write_alias(model, "previous", current, "replaced by v%d" % version)
+            self._write_alias(model, "previous", current, f"replaced by v{version}")
         self._write_alias(model, "production", version, reason)
 
     def rollback(self, model: str) -> int:
@@ -164,5 +175,7 @@ class Registry:
         return prev
 
     def _write_alias(self, model: str, name: str, version: int, reason: str) -> None:
-        self.store.put_json(f"models/{model}/aliases/{name}.json",
-                            {"version": version, "updated": _now(), "reason": reason})
+        self.store.put_json(
+            f"models/{model}/aliases/{name}.json",
+            {"version": version, "updated": _now(), "reason": reason},
+        )

@@ -63,8 +63,10 @@ def _truth(frame: pd.DataFrame, rule: Rule) -> np.ndarray:
         return np.full(len(frame), bool(out))
     values = np.asarray(out)
     if values.dtype != bool:
-        raise ConfigError(f"rule {rule.name!r}: `when` must be a condition (true/false), "
-                          f"not a {values.dtype} expression: {rule.when!r}")
+        raise ConfigError(
+            f"rule {rule.name!r}: `when` must be a condition (true/false), "
+            f"not a {values.dtype} expression: {rule.when!r}"
+        )
     return values
 
 
@@ -105,13 +107,21 @@ def load_rules(text: str, features: dict[str, str] | None = None) -> RuleSet:
             except ConfigError:
                 raise
             except Exception as e:  # pandas raises many types for a bad expression
-                raise ConfigError(f"rule {rule.name!r}: cannot evaluate `when` "
-                                  f"{rule.when!r}: {type(e).__name__}: {e}") from e
+                raise ConfigError(
+                    f"rule {rule.name!r}: cannot evaluate `when` "
+                    f"{rule.when!r}: {type(e).__name__}: {e}"
+                ) from e
     return rules
 
 
 def sample_frame(features: dict[str, str]) -> pd.DataFrame:
     """One typed row (numeric 0.0, categorical "") to dry-run expressions on."""
-    return pd.DataFrame({c: pd.Series([0.0] if kind == "numeric" else [""],
-                                      dtype="float64" if kind == "numeric" else object)
-                         for c, kind in features.items()})
+    return pd.DataFrame(
+        {
+            c: pd.Series(
+                [0.0] if kind == "numeric" else [""],
+                dtype="float64" if kind == "numeric" else object,
+            )
+            for c, kind in features.items()
+        }
+    )

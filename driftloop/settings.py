@@ -20,7 +20,9 @@ from driftloop.image import IMAGE
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_", extra="forbid", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_", extra="forbid", populate_by_name=True
+    )
 
     # A local directory by default: the embedded loop needs no server. In the cluster
     # this is s3://bucket/prefix on MinIO or any S3.

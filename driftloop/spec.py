@@ -97,8 +97,8 @@ class DatasetSpec(_Strict):
     log_target: bool = False  # regression on counts: fit log1p(y), report on y
     unknown_category: Literal["bucket", "reject"] = "bucket"  # at serving time
     rules: str | None = None  # optional business-rules YAML, shipped with every version
-    split: SplitSpec = SplitSpec()
-    quality: QualitySpec = QualitySpec()
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
     base_dir: Path = Path(".")  # set by load_spec; relative paths resolve here
 
     @model_validator(mode="after")

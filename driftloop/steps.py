@@ -14,6 +14,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -53,8 +54,14 @@ def read(path: str | Path) -> pd.DataFrame:
 def ingest(spec: DatasetSpec, start: str, end: str, out: Path) -> dict:
     df = load_window(spec, start or None, end or None)
     df.to_parquet(out, index=False)
-    return {"rows": len(df), "sha256": frame_hash(df), "start": start, "end": end,
-            "first": str(df[TIME].min()), "last": str(df[TIME].max())}
+    return {
+        "rows": len(df),
+        "sha256": frame_hash(df),
+        "start": start,
+        "end": end,
+        "first": str(df[TIME].min()),
+        "last": str(df[TIME].max()),
+    }
 
 
 # 2. Validate: the report is always written; a failing batch then raises ValidationFailed.
@@ -62,7 +69,7 @@ def validate_dataset(dataset: Path, spec: DatasetSpec, report_out: Path) -> None
     report = validate(read(dataset), spec)
     report_out.write_text(report.to_markdown())
     if report.failures:
-        print(report.to_markdown(), file=sys.stderr)  # the KFP log shows the whole table
+        sys.stderr.write(report.to_markdown())  # the KFP log shows the whole table
     report.raise_if_failed()
 
 
@@ -87,8 +94,9 @@ def run_baselines(train: Path, validation: Path, test: Path, spec: DatasetSpec) 
 
 
 # 5. One hyperparameter trial.
-def train_trial(train: Path, validation: Path, spec: DatasetSpec, params: dict,
-                model_out: Path) -> dict:
+def train_trial(
+    train: Path, validation: Path, spec: DatasetSpec, params: dict, model_out: Path
+) -> dict:
     import torch
 
     # Trials run side by side (ParallelFor parallelism=2 on 2-core nodes): one thread
@@ -130,8 +138,14 @@ def evaluate_on_test(model_dir: Path, test: Path, spec: DatasetSpec) -> dict:
 
 
 # 8. Gate: challenger vs baselines and the champion, on the same test window.
-def gate(model_dir: Path, test: Path, spec: DatasetSpec, baseline_metrics: dict,
-         store: Store, margin: float) -> tuple[GateDecision, dict | None]:
+def gate(
+    model_dir: Path,
+    test: Path,
+    spec: DatasetSpec,
+    baseline_metrics: dict,
+    store: Store,
+    margin: float,
+) -> tuple[GateDecision, dict | None]:
     df = read(test)
     challenger = evaluate(TabularModel.load(model_dir), df, spec)
     champion = champion_metrics(store, spec, df)
@@ -149,16 +163,24 @@ def champion_metrics(store: Store, spec: DatasetSpec, df: pd.DataFrame) -> dict 
 
 
 # 9. Register (and optionally promote) a gated model.
-def register(model_dir: Path, train: Path, test: Path, spec: DatasetSpec, store: Store,
-             lineage: dict, promote: bool) -> VersionRef:
+def register(
+    model_dir: Path,
+    train: Path,
+    test: Path,
+    spec: DatasetSpec,
+    store: Store,
+    lineage: dict,
+    promote: bool,
+) -> VersionRef:
     model, train_df = TabularModel.load(model_dir), read(train)
     test_metrics = evaluate_on_test(model_dir, test, spec)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         model.save(out)
         (out / "schema.json").write_text(json.dumps(input_schema(model, spec), indent=2))
-        (out / "metrics.json").write_text(json.dumps(
-            {"test": test_metrics["metrics"], **lineage.get("evaluation", {})}, indent=2))
+        (out / "metrics.json").write_text(
+            json.dumps({"test": test_metrics["metrics"], **lineage.get("evaluation", {})}, indent=2)
+        )
         if spec.rules_path is not None:
             (out / "rules.yaml").write_bytes(spec.rules_path.read_bytes())
         # The spec it was trained from: the drift job retrains from it, no flags needed.
@@ -170,12 +192,20 @@ def register(model_dir: Path, train: Path, test: Path, spec: DatasetSpec, store:
 
         sample = reference_sample(model, train_df, spec)
         sample.to_parquet(out / "reference" / "sample.parquet")
-        save_statistics(reference_statistics(sample, input_schema(model, spec)),
-                        out / "reference" / "stats.json")
+        save_statistics(
+            reference_statistics(sample, input_schema(model, spec)),
+            out / "reference" / "stats.json",
+        )
         record = model_dir / "trial.json"  # written by train_trial; absent for a bare model
         trial = json.loads(record.read_text()) if record.exists() else {}
-        full = {**lineage, "params": trial.get("params", {}), "epochs": trial.get("epochs"),
-                "code_version": __version__, "dataset": spec.name, "train_rows": len(train_df)}
+        full = {
+            **lineage,
+            "params": trial.get("params", {}),
+            "epochs": trial.get("epochs"),
+            "code_version": __version__,
+            "dataset": spec.name,
+            "train_rows": len(train_df),
+        }
         (out / "card.md").write_text(model_card(spec, test_metrics["metrics"], full))
         ref = Registry(store).register(spec.name, out, full)
     if promote:
@@ -185,12 +215,23 @@ def register(model_dir: Path, train: Path, test: Path, spec: DatasetSpec, store:
 
 def input_schema(model: TabularModel, spec: DatasetSpec) -> dict:
     """The input contract the predictor enforces (and V2 metadata advertises)."""
-    feats = [{"name": c, "kind": "numeric", "datatype": "FP64"} for c in model.pre.numeric]
-    feats += [{"name": c, "kind": "categorical", "datatype": "BYTES", "categories": cats}
-              for c, cats in model.pre.categories.items()]
-    return {"model": spec.name, "task": spec.task, "target": spec.target, "features": feats,
-            "unknown_category": spec.unknown_category, "classes": model.pre.classes,
-            "positive_label": spec.positive_label, "threshold": model.pre.threshold}
+    feats: list[dict[str, Any]] = [
+        {"name": c, "kind": "numeric", "datatype": "FP64"} for c in model.pre.numeric
+    ]
+    feats += [
+        {"name": c, "kind": "categorical", "datatype": "BYTES", "categories": cats}
+        for c, cats in model.pre.categories.items()
+    ]
+    return {
+        "model": spec.name,
+        "task": spec.task,
+        "target": spec.target,
+        "features": feats,
+        "unknown_category": spec.unknown_category,
+        "classes": model.pre.classes,
+        "positive_label": spec.positive_label,
+        "threshold": model.pre.threshold,
+    }
 
 
 def reference_sample(model: TabularModel, train: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -209,11 +250,11 @@ def model_card(spec: DatasetSpec, metrics: dict, lineage: dict) -> str:
     return f"""# Model card: {spec.name}
 
 - Task: {spec.task}, target `{spec.target}`, optimised for `{spec.metric}`.
-- Training window: [{lineage.get('window', {}).get('start')}, \
-{lineage.get('window', {}).get('end')}), {lineage.get('train_rows')} training rows.
-- Features: {', '.join(spec.features)}. Dropped: {', '.join(spec.drop) or 'none'}.
-- Pipeline run: {lineage.get('run_id') or 'n/a'}; trigger: {lineage.get('trigger_id') or 'none'}.
-- driftloop {lineage.get('code_version')}.
+- Training window: [{lineage.get("window", {}).get("start")}, \
+{lineage.get("window", {}).get("end")}), {lineage.get("train_rows")} training rows.
+- Features: {", ".join(spec.features)}. Dropped: {", ".join(spec.drop) or "none"}.
+- Pipeline run: {lineage.get("run_id") or "n/a"}; trigger: {lineage.get("trigger_id") or "none"}.
+- driftloop {lineage.get("code_version")}.
 
 ## Test-window metrics
 
@@ -234,9 +275,16 @@ driftloop's drift jobs compare the two and trigger retraining when they part.
 """
 
 
-def run_inprocess(spec: DatasetSpec, store: Store, start: str, end: str, trials: list[dict],
-                  margin: float = 0.0, promote: bool = True, trigger_id: str = ""
-                  ) -> tuple[VersionRef | None, GateDecision]:
+def run_inprocess(
+    spec: DatasetSpec,
+    store: Store,
+    start: str,
+    end: str,
+    trials: list[dict],
+    margin: float = 0.0,
+    promote: bool = True,
+    trigger_id: str = "",
+) -> tuple[VersionRef | None, GateDecision]:
     """The training pipeline's steps, in the same order, in this process: no KFP, no
     subprocesses. For benchmarks and tests that retrain many times; the pipeline itself
     (``pipelines/training.py``) is the product path."""
@@ -244,8 +292,7 @@ def run_inprocess(spec: DatasetSpec, store: Store, start: str, end: str, trials:
         d = Path(tmp)
         info = ingest(spec, start, end, d / "data.parquet")
         validate_dataset(d / "data.parquet", spec, d / "report.md")
-        split(d / "data.parquet", spec, d / "train.parquet", d / "val.parquet",
-              d / "test.parquet")
+        split(d / "data.parquet", spec, d / "train.parquet", d / "val.parquet", d / "test.parquet")
         base = run_baselines(d / "train.parquet", d / "val.parquet", d / "test.parquet", spec)
         models = []
         for i, params in enumerate(trials):
@@ -255,9 +302,13 @@ def run_inprocess(spec: DatasetSpec, store: Store, start: str, end: str, trials:
         decision, champion = gate(best, d / "test.parquet", spec, base, store, margin)
         if not decision.passed:
             return None, decision
-        lineage = {"window": {"start": start, "end": end}, "dataset_sha256": info["sha256"],
-                   "run_id": "in-process", "trigger_id": trigger_id,
-                   "evaluation": {"baselines": base, "champion": champion,
-                                  "gate": decision.summary}}
-        return register(best, d / "train.parquet", d / "test.parquet", spec, store, lineage,
-                        promote), decision
+        lineage = {
+            "window": {"start": start, "end": end},
+            "dataset_sha256": info["sha256"],
+            "run_id": "in-process",
+            "trigger_id": trigger_id,
+            "evaluation": {"baselines": base, "champion": champion, "gate": decision.summary},
+        }
+        return register(
+            best, d / "train.parquet", d / "test.parquet", spec, store, lineage, promote
+        ), decision

@@ -19,7 +19,10 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlparse
+
+import urllib3
 
 from driftloop.errors import ConfigError, NotFound, StoreError
 from driftloop.settings import Settings
@@ -71,7 +74,7 @@ class Store(ABC):
     def put_text(self, key: str, text: str) -> None:
         self.put(key, text.encode("utf-8"))
 
-    def get_json(self, key: str) -> object:
+    def get_json(self, key: str) -> Any:  # parsed JSON: the caller knows its shape
         import json
 
         try:
@@ -83,17 +86,6 @@ class Store(ABC):
         import json
 
         self.put(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
-
-    def download_prefix(self, prefix: str, dest: Path) -> list[Path]:
-        """Copy every object under ``prefix`` into ``dest`` (keeping relative paths)."""
-        out = []
-        for key in self.list(prefix):
-            rel = key[len(prefix) :].lstrip("/")
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.get(key))
-            out.append(target)
-        return out
 
 
 class LocalStore(Store):
@@ -196,8 +188,12 @@ class S3Store(Store):
         endpoint = endpoint.removeprefix("http://").removeprefix("https://")
         self.client = Minio(
             endpoint,
-            access_key=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
-            secret_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
+            access_key=settings.s3_access_key.get_secret_value()
+            if settings.s3_access_key
+            else None,
+            secret_key=settings.s3_secret_key.get_secret_value()
+            if settings.s3_secret_key
+            else None,
             secure=settings.s3_secure,
             region=settings.s3_region,
             http_client=_http_client(),
@@ -281,10 +277,8 @@ class S3Store(Store):
             raise self._fail("delete", key, e) from e
 
 
-def _http_client() -> object:
+def _http_client() -> urllib3.PoolManager:
     # Fail in seconds, not minutes, when the server is down: a clear error beats a hang.
-    import urllib3
-
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=5, read=60),
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,8 +48,13 @@ class HParams:
 
         known = {f.name: f.type for f in fields(cls)}
         if unknown := set(d) - set(known):
-            raise ConfigError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: int(v) if known[k] in ("int", int) else float(v) for k, v in d.items()})
+            raise ConfigError(
+                f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        values: dict[str, Any] = {
+            k: int(v) if known[k] in ("int", int) else float(v) for k, v in d.items()
+        }
+        return cls(**values)
 
 
 # The declared search space: random search draws from these.
@@ -85,8 +91,12 @@ def evaluate(model: TabularModel, df: pd.DataFrame, spec: DatasetSpec) -> dict[s
     y = df[spec.target].to_numpy()
     if spec.task == "regression":
         return regression_metrics(y.astype("float64"), pred["value"])
-    return classification_metrics(y.astype(str), pred["label"], pred.get("probability")
-                                  if spec.task == "binary" else None, spec.positive_label)
+    return classification_metrics(
+        y.astype(str),
+        pred["label"],
+        pred.get("probability") if spec.task == "binary" else None,
+        spec.positive_label,
+    )
 
 
 def train_model(splits: Splits, spec: DatasetSpec, params: dict) -> TrainResult:
@@ -102,14 +112,21 @@ def train_model(splits: Splits, spec: DatasetSpec, params: dict) -> TrainResult:
     y = torch.from_numpy(pre.encode_target(splits.train[spec.target]))
     n_out = 1 if spec.task in ("regression", "binary") else len(pre.classes)
     arch = Architecture(
-        n_numeric=x_num.shape[1], cardinalities=pre.cardinalities,
+        n_numeric=x_num.shape[1],
+        cardinalities=pre.cardinalities,
         embedding_dims=[embedding_dim(c) for c in pre.cardinalities],
-        hidden=hp.hidden, layers=hp.layers, dropout=hp.dropout, n_outputs=n_out,
+        hidden=hp.hidden,
+        layers=hp.layers,
+        dropout=hp.dropout,
+        n_outputs=n_out,
     )
     net = TabularNet(arch)
     model = TabularModel(pre, net, arch)
-    loss_fn: nn.Module = {"regression": nn.MSELoss(), "binary": nn.BCEWithLogitsLoss(),
-                          "multiclass": nn.CrossEntropyLoss()}[spec.task]
+    loss_fn: nn.Module = {
+        "regression": nn.MSELoss(),
+        "binary": nn.BCEWithLogitsLoss(),
+        "multiclass": nn.CrossEntropyLoss(),
+    }[spec.task]
     opt = torch.optim.AdamW(net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.max_epochs)
 
@@ -171,27 +188,30 @@ def baselines(splits: Splits, spec: DatasetSpec) -> dict[str, dict[str, float]]:
     out = {}
     if spec.task == "regression":
         t_tr = np.log1p(y_tr) if spec.log_target else y_tr
-        for name, est in (("dumb", DummyRegressor()),
-                          ("gbm", HistGradientBoostingRegressor(
-                              categorical_features=cat_mask, random_state=0))):
+        for name, est in (
+            ("dumb", DummyRegressor()),
+            ("gbm", HistGradientBoostingRegressor(categorical_features=cat_mask, random_state=0)),
+        ):
             p = est.fit(x_tr, t_tr).predict(x_te)
-            out[name] = regression_metrics(y_te.astype("float64"),
-                                           np.expm1(p) if spec.log_target else p)
+            out[name] = regression_metrics(
+                y_te.astype("float64"), np.expm1(p) if spec.log_target else p
+            )
         return out
     y_tr, y_te = y_tr.astype(str), y_te.astype(str)
     x_va = features(splits.validation)
     y_va_pos = (splits.validation[spec.target].astype(str) == spec.positive_label).to_numpy()
-    for name, est in (("dumb", DummyClassifier(strategy="prior")),
-                      ("gbm", HistGradientBoostingClassifier(
-                          categorical_features=cat_mask, random_state=0))):
+    for name, est in (
+        ("dumb", DummyClassifier(strategy="prior")),
+        ("gbm", HistGradientBoostingClassifier(categorical_features=cat_mask, random_state=0)),
+    ):
         est.fit(x_tr, y_tr)
         if spec.task == "binary":
             pos = list(est.classes_).index(spec.positive_label)
             t = tune_threshold(y_va_pos.astype(int), est.predict_proba(x_va)[:, pos], spec.metric)
             p = est.predict_proba(x_te)[:, pos]
             neg = next(c for c in est.classes_ if c != spec.positive_label)
-            label = np.where(p >= t, spec.positive_label, neg)
+            label = np.asarray(np.where(p >= t, spec.positive_label, neg))
             out[name] = classification_metrics(y_te, label, p, spec.positive_label)
         else:
-            out[name] = classification_metrics(y_te, est.predict(x_te), None, None)
+            out[name] = classification_metrics(y_te, np.asarray(est.predict(x_te)), None, None)
     return out

@@ -85,7 +85,7 @@ class TriggerLog:
         return self.store.create(self._key(trig.id), json.dumps(asdict(trig), indent=2).encode())
 
     def get(self, tid: str) -> Trigger:
-        return Trigger(**self.store.get_json(self._key(tid)))  # type: ignore[arg-type]
+        return Trigger(**self.store.get_json(self._key(tid)))
 
     def save(self, trig: Trigger) -> None:
         trig.updated = _now().isoformat(timespec="seconds")
@@ -93,8 +93,7 @@ class TriggerLog:
 
     def all(self) -> list[Trigger]:
         keys = [k for k in self.store.list(f"{self.prefix}/triggers") if k.endswith(".json")]
-        return sorted((Trigger(**self.store.get_json(k)) for k in keys),  # type: ignore[arg-type]
-                      key=lambda t: t.created)
+        return sorted((Trigger(**self.store.get_json(k)) for k in keys), key=lambda t: t.created)
 
     def retryable(self) -> Trigger | None:
         """The latest trigger whose run failed to start, if it is the latest trigger."""
@@ -103,8 +102,13 @@ class TriggerLog:
 
     # -- lease ----------------------------------------------------------------------------
     def _generations(self) -> list[int]:
-        return sorted({int(m.group(1)) for k in self.store.list(f"{self.prefix}/leases")
-                       if (m := re.search(r"/(\d+)\.json$", k))})
+        return sorted(
+            {
+                int(m.group(1))
+                for k in self.store.list(f"{self.prefix}/leases")
+                if (m := re.search(r"/(\d+)\.json$", k))
+            }
+        )
 
     def held(self) -> dict | None:
         """The lease if a run is in flight (held, not released, not expired)."""
@@ -114,7 +118,7 @@ class TriggerLog:
     def _active(self, n: int) -> dict | None:
         if self.store.exists(f"{self.prefix}/leases/{n:08d}.done"):
             return None
-        lease = dict(self.store.get_json(f"{self.prefix}/leases/{n:08d}.json"))  # type: ignore[arg-type]
+        lease = dict(self.store.get_json(f"{self.prefix}/leases/{n:08d}.json"))
         return None if datetime.fromisoformat(lease["expires"]) < _now() else lease
 
     def acquire(self, tid: str) -> int | None:
@@ -128,8 +132,11 @@ class TriggerLog:
         if gens and self._active(gens[-1]) is not None:
             return None
         n = (gens or [0])[-1] + 1
-        lease = {"trigger_id": tid, "holder": uuid.uuid4().hex,
-                 "expires": (_now() + LEASE_TTL).isoformat()}
+        lease = {
+            "trigger_id": tid,
+            "holder": uuid.uuid4().hex,
+            "expires": (_now() + LEASE_TTL).isoformat(),
+        }
         ok = self.store.create(f"{self.prefix}/leases/{n:08d}.json", json.dumps(lease).encode())
         return n if ok else None
 
@@ -166,13 +173,32 @@ class LocalBackend:
     _done: dict[str, Status] = field(default_factory=dict)
 
     def start(self, trig: Trigger) -> str:
-        cmd = [sys.executable, "-m", "driftloop.cli", "--store", self.store_uri, "pipeline",
-               "run", "--local", "--spec", self.spec_path, "--start", trig.train_window["start"],
-               "--end", trig.train_window["end"], "--trials", str(self.n_trials),
-               "--margin", str(self.margin), "--trigger-id", trig.id]
+        cmd = [
+            sys.executable,
+            "-m",
+            "driftloop.cli",
+            "--store",
+            self.store_uri,
+            "pipeline",
+            "run",
+            "--local",
+            "--spec",
+            self.spec_path,
+            "--start",
+            trig.train_window["start"],
+            "--end",
+            trig.train_window["end"],
+            "--trials",
+            str(self.n_trials),
+            "--margin",
+            str(self.margin),
+            "--trigger-id",
+            trig.id,
+        ]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s,
-                                  check=False)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=self.timeout_s, check=False
+            )
         except subprocess.TimeoutExpired as e:
             raise DriftloopError(f"local training run for {trig.id} timed out") from e
         run_id = f"local-{trig.id}"
@@ -209,9 +235,15 @@ class KfpBackend:
         from driftloop.spec import load_spec
         from pipelines.run import RunRequest, _submit
 
-        req = RunRequest(spec=load_spec(self.spec_path), store_uri=self.store_uri,
-                         start=trig.train_window["start"], end=trig.train_window["end"],
-                         n_trials=self.n_trials, margin=self.margin, trigger_id=trig.id)
+        req = RunRequest(
+            spec=load_spec(self.spec_path),
+            store_uri=self.store_uri,
+            start=trig.train_window["start"],
+            end=trig.train_window["end"],
+            n_trials=self.n_trials,
+            margin=self.margin,
+            trigger_id=trig.id,
+        )
         try:
             with self._client() as client:
                 existing = _run_named(client, trig.run_name, self.namespace)
@@ -248,8 +280,9 @@ def _service_account_token() -> str | None:
 def _run_named(client, name: str, namespace: str | None) -> str | None:  # noqa: ANN001
     import json
 
-    flt = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS",
-                                      "stringValue": name}]})
+    flt = json.dumps(
+        {"predicates": [{"key": "display_name", "operation": "EQUALS", "stringValue": name}]}
+    )
     resp = client.list_runs(namespace=namespace, filter=flt, page_size=1)
     runs = getattr(resp, "runs", None) or []
     return str(runs[0].run_id) if runs else None
@@ -309,9 +342,16 @@ class InProcessBackend:
     def start(self, trig: Trigger) -> str:
         from driftloop.steps import run_inprocess, spec_from_text
 
-        ref, decision = run_inprocess(spec_from_text(self.spec_text), self.store,
-                                      trig.train_window["start"], trig.train_window["end"],
-                                      self.trials, self.margin, True, trig.id)
+        ref, decision = run_inprocess(
+            spec_from_text(self.spec_text),
+            self.store,
+            trig.train_window["start"],
+            trig.train_window["end"],
+            self.trials,
+            self.margin,
+            True,
+            trig.id,
+        )
         run_id = f"inproc-{trig.id}"
         self.outcomes[run_id] = (f"v{ref.version} " if ref else "") + decision.summary
         return run_id

@@ -79,8 +79,12 @@ def validate(df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
         if share == 1.0:
             report.add("missing", c, False, "every value is missing")
             continue
-        report.add("missing", c, share <= q.max_missing_share,
-                   f"{share:.1%} missing (max {q.max_missing_share:.0%})")
+        report.add(
+            "missing",
+            c,
+            share <= q.max_missing_share,
+            f"{share:.1%} missing (max {q.max_missing_share:.0%})",
+        )
         n_unique = df[c].nunique(dropna=True)
         report.add("constant", c, n_unique > 1, f"{n_unique} distinct value(s)", warn=True)
 
@@ -91,19 +95,29 @@ def validate(df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
 
     # 3. Duplicate rows (features + target + time).
     dup = float(df.duplicated().mean()) if len(df) else 0.0
-    report.add("duplicates", "*", dup <= q.max_duplicate_share,
-               f"{dup:.1%} duplicate rows (max {q.max_duplicate_share:.0%})")
+    report.add(
+        "duplicates",
+        "*",
+        dup <= q.max_duplicate_share,
+        f"{dup:.1%} duplicate rows (max {q.max_duplicate_share:.0%})",
+    )
 
     # 4. The target: present, in range, or a usable label set.
     _check_target(df[spec.target], spec, report)
 
     # 5. Enough rows in every time split.
     splits = split_by_time(df, spec)
-    for name, part in (("train", splits.train), ("validation", splits.validation),
-                       ("test", splits.test)):
-        report.add("rows per split", name, len(part) >= q.min_rows_per_split,
-                   f"{len(part)} rows in {name} (min {q.min_rows_per_split}); "
-                   f"{_span(part)}")
+    for name, part in (
+        ("train", splits.train),
+        ("validation", splits.validation),
+        ("test", splits.test),
+    ):
+        report.add(
+            "rows per split",
+            name,
+            len(part) >= q.min_rows_per_split,
+            f"{len(part)} rows in {name} (min {q.min_rows_per_split}); {_span(part)}",
+        )
     return report
 
 
@@ -121,12 +135,20 @@ def _check_target(y: pd.Series, spec: DatasetSpec, report: ValidationReport) -> 
             report.add("target range", t, above == 0, f"{above} value(s) above {q.target_max}")
         return
     labels = sorted(map(str, y.unique()))
-    report.add("label set", t, len(labels) >= 2,
-               f"{len(labels)} class(es): {labels[:10]}; a classifier needs at least two")
+    report.add(
+        "label set",
+        t,
+        len(labels) >= 2,
+        f"{len(labels)} class(es): {labels[:10]}; a classifier needs at least two",
+    )
     if spec.task == "binary":
         report.add("label set", t, len(labels) <= 2, f"binary task but labels are {labels[:10]}")
-        report.add("positive label", t, spec.positive_label in labels,
-                   f"positive_label {spec.positive_label!r} in {labels[:10]}")
+        report.add(
+            "positive label",
+            t,
+            spec.positive_label in labels,
+            f"positive_label {spec.positive_label!r} in {labels[:10]}",
+        )
 
 
 def _span(part: pd.DataFrame) -> str:

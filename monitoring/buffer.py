@@ -57,24 +57,34 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        events = Counter("driftloop_collector_events", "CloudEvents received", ["type"],
-                         registry=r)
+        events = Counter("driftloop_collector_events", "CloudEvents received", ["type"], registry=r)
         self.requests, self.responses = events.labels("request"), events.labels("response")
         self.invalid = events.labels("invalid")
-        self.rows_written = Counter("driftloop_collector_rows_written",
-                                    "paired instances written to the store", registry=r)
-        self.unpaired = Counter("driftloop_collector_unpaired_events",
-                                "halves that never met their pair (TTL, cap or shutdown)",
-                                registry=r)
-        self.dropped = Counter("driftloop_collector_dropped", "events or rows dropped, by reason",
-                               ["reason"], registry=r)
-        self.flush_errors = Counter("driftloop_collector_flush_errors",
-                                    "failed store writes (the batch is kept and retried)",
-                                    registry=r)
-        self.buffered = Gauge("driftloop_collector_buffered_rows", "paired rows in memory",
-                              registry=r)
-        self.pending = Gauge("driftloop_collector_pending_events", "halves waiting for a pair",
-                             registry=r)
+        self.rows_written = Counter(
+            "driftloop_collector_rows_written", "paired instances written to the store", registry=r
+        )
+        self.unpaired = Counter(
+            "driftloop_collector_unpaired_events",
+            "halves that never met their pair (TTL, cap or shutdown)",
+            registry=r,
+        )
+        self.dropped = Counter(
+            "driftloop_collector_dropped",
+            "events or rows dropped, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.flush_errors = Counter(
+            "driftloop_collector_flush_errors",
+            "failed store writes (the batch is kept and retried)",
+            registry=r,
+        )
+        self.buffered = Gauge(
+            "driftloop_collector_buffered_rows", "paired rows in memory", registry=r
+        )
+        self.pending = Gauge(
+            "driftloop_collector_pending_events", "halves waiting for a pair", registry=r
+        )
 
 
 class Pairer:
@@ -249,8 +259,9 @@ def _table(rows: list[dict], kinds: dict[str, str] | None) -> pa.Table:
         if k:
             continue
         vals = [r.get(c) for r in rows]
-        numeric = all(v is None or (isinstance(v, int | float) and not isinstance(v, bool))
-                      for v in vals)
+        numeric = all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in vals
+        )
         cols[c] = "numeric" if numeric else "categorical"
         for r in rows:
             v = r.get(c)

@@ -68,8 +68,9 @@ class Collector:
         self._last_flush = time.monotonic()
 
     # -- the hot path ---------------------------------------------------------------------
-    def receive_event(self, headers: Sequence[tuple[bytes, bytes]], body: bytes
-                      ) -> tuple[int, bytes]:
+    def receive_event(
+        self, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, bytes]:
         """Validate one binary-mode CloudEvent and buffer it; (status, response body)."""
         h = {k: v for k, v in headers if k.startswith(b"ce-")}  # ASGI lowercases names
         ce_type, rid = h.get(b"ce-type"), h.get(b"ce-id")
@@ -93,9 +94,16 @@ class Collector:
                 check_response(doc)
         except DataError as e:
             return self._bad(str(e))
-        ev = Event(is_req, doc, time.time(), _text(h.get(b"ce-time")),
-                   _text(h.get(b"ce-inferenceservicename")), _text(h.get(b"ce-namespace")),
-                   endpoint, rows)
+        ev = Event(
+            is_req,
+            doc,
+            time.time(),
+            _text(h.get(b"ce-time")),
+            _text(h.get(b"ce-inferenceservicename")),
+            _text(h.get(b"ce-namespace")),
+            endpoint,
+            rows,
+        )
         (self.metrics.requests if is_req else self.metrics.responses).inc()
         if self.pairer.add(rid.decode("latin-1"), ev) and self._wake is not None:
             self._wake.set()
@@ -141,8 +149,9 @@ class Collector:
             doc = orjson.loads(body)
             if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
                 raise DataError('expected {"model": str, "labels": [...]}')
-            keys = await asyncio.to_thread(write_labels, self.store, doc.get("model"),
-                                           doc["labels"])
+            keys = await asyncio.to_thread(
+                write_labels, self.store, doc.get("model"), doc["labels"]
+            )
         except (orjson.JSONDecodeError, DataError) as e:
             return 400, orjson.dumps({"error": str(e)})
         except StoreError as e:
@@ -174,8 +183,10 @@ class Collector:
                 await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
             self._wake.clear()
             self.pairer.expire(time.time())
-            backlog_due = (self.writer.backlog_rows()
-                           and time.monotonic() - self._last_flush >= self.cfg.max_age_s)
+            backlog_due = (
+                self.writer.backlog_rows()
+                and time.monotonic() - self._last_flush >= self.cfg.max_age_s
+            )
             if self.pairer.due() or backlog_due:
                 await self.flush()
 
@@ -200,8 +211,12 @@ class Collector:
         unpaired = self.pairer.drain_unpaired()
         batch = self.pairer.take()
         lost = await asyncio.to_thread(self.writer.close, batch)
-        log.info("collector stopped: %d pairs flushed, %d unpaired, %d rows lost",
-                 len(batch), unpaired, lost)
+        log.info(
+            "collector stopped: %d pairs flushed, %d unpaired, %d rows lost",
+            len(batch),
+            unpaired,
+            lost,
+        )
 
 
 async def _read_body(receive: Any) -> tuple[bytes, bool]:
@@ -224,8 +239,17 @@ def serve(settings: Settings, host: str, port: int, cfg: CollectorConfig | None 
     # uvicorn re-raises SIGTERM once it has shut down gracefully; with the default handler
     # that would end the process as "killed by signal" although every row was flushed.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -237,20 +261,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a pod (default 127.0.0.1)")
     p.add_argument("--batch-rows", type=int, default=d.batch_rows, help="rows per Parquet file")
-    p.add_argument("--max-age", type=float, default=d.max_age_s,
-                   help="seconds before a partial batch is flushed")
-    p.add_argument("--unpaired-ttl", type=float, default=d.unpaired_ttl_s,
-                   help="seconds an unpaired half waits for its other half")
+    p.add_argument(
+        "--max-age",
+        type=float,
+        default=d.max_age_s,
+        help="seconds before a partial batch is flushed",
+    )
+    p.add_argument(
+        "--unpaired-ttl",
+        type=float,
+        default=d.unpaired_ttl_s,
+        help="seconds an unpaired half waits for its other half",
+    )
 
 
 def config_from(args: argparse.Namespace) -> CollectorConfig:
-    return CollectorConfig(batch_rows=args.batch_rows, max_age_s=args.max_age,
-                           unpaired_ttl_s=args.unpaired_ttl)
+    return CollectorConfig(
+        batch_rows=args.batch_rows, max_age_s=args.max_age, unpaired_ttl_s=args.unpaired_ttl
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.collector",
-                                     description="KServe payload logger → Parquet collector")
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.collector",
+        description="KServe payload logger → Parquet collector",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -106,8 +106,10 @@ def _instances(body: dict, order: list[str] | None) -> list[dict]:
                 out.append(inst)
             elif isinstance(inst, list):
                 if order is None or len(inst) != len(order):
-                    raise DataError("list-form instances need the model's schema.json "
-                                    f"({len(inst)} values, schema has {order and len(order)})")
+                    raise DataError(
+                        "list-form instances need the model's schema.json "
+                        f"({len(inst)} values, schema has {order and len(order)})"
+                    )
                 out.append(dict(zip(order, inst, strict=True)))
             else:
                 raise DataError("an instance must be an object or a list")
@@ -123,8 +125,9 @@ def _outputs(body: dict) -> tuple[list, list | None, list | None]:
     """(predictions, probabilities or None, rules_fired per row or None)."""
     if "predictions" in body:
         return body["predictions"], body.get("probabilities"), body.get("rules_fired")
-    outs = {str(o.get("name")): _flat(o.get("data", [])) for o in body["outputs"]
-            if isinstance(o, dict)}
+    outs = {
+        str(o.get("name")): _flat(o.get("data", [])) for o in body["outputs"] if isinstance(o, dict)
+    }
     rules = outs.get("rules_fired")
     if rules is not None:  # V2 BYTES: one JSON document per row
         rules = [json.loads(r) if isinstance(r, str) else r for r in rules]
@@ -149,8 +152,9 @@ def _value(v: Any, kind: str | None) -> Any:
     return v  # kind unknown: the batch writer infers it from all values
 
 
-def decode_pair(request_id: str, req: Event, resp: Event, kinds: dict[str, str] | None
-                ) -> tuple[tuple[str, int, str], list[dict]]:
+def decode_pair(
+    request_id: str, req: Event, resp: Event, kinds: dict[str, str] | None
+) -> tuple[tuple[str, int, str], list[dict]]:
     """((model, version, endpoint), rows) for the request/response pair with ce-id ``request_id``.
 
     ``kinds`` maps feature → numeric|categorical in schema order (None: model not registered).
@@ -164,11 +168,22 @@ def decode_pair(request_id: str, req: Event, resp: Event, kinds: dict[str, str] 
         raise DataError(f"{len(instances)} instances but {len(preds)} predictions")
     received = datetime.fromtimestamp(req.received, UTC).replace(tzinfo=None)
     params = req.body.get("parameters") if isinstance(req.body.get("parameters"), dict) else {}
-    event_time = (parse_time(req.body.get("timestamp")) or parse_time(params.get("timestamp"))
-                  or parse_time(req.ce_time) or received)
-    base = {"request_id": request_id, "event_time": event_time, "received_at": received,
-            "model": model, "version": version, "endpoint": req.endpoint,
-            "inference_service": req.service, "namespace": req.namespace}
+    event_time = (
+        parse_time(req.body.get("timestamp"))
+        or parse_time(params.get("timestamp"))
+        or parse_time(req.ce_time)
+        or received
+    )
+    base = {
+        "request_id": request_id,
+        "event_time": event_time,
+        "received_at": received,
+        "model": model,
+        "version": version,
+        "endpoint": req.endpoint,
+        "inference_service": req.service,
+        "namespace": req.namespace,
+    }
     rows = []
     for i, inst in enumerate(instances):
         row = dict(base)

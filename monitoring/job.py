@@ -21,26 +21,58 @@ from driftloop.settings import Settings
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name")
-    p.add_argument("--endpoint", default="default", choices=["default", "canary"],
-                   help="which endpoint's traffic (the logger says which one served)")
+    p.add_argument(
+        "--endpoint",
+        default="default",
+        choices=["default", "canary"],
+        help="which endpoint's traffic (the logger says which one served)",
+    )
     p.add_argument("--start", help="window start, ISO time (default: end - --hours)")
     p.add_argument("--end", help="window end, ISO time (default: now, to the hour)")
-    p.add_argument("--hours", type=float, default=1.0,
-                   help="window length when --start is not given (default 1)")
-    p.add_argument("--every", type=float, default=None, metavar="SECONDS",
-                   help="repeat: the next window every SECONDS (without it: one window)")
+    p.add_argument(
+        "--hours",
+        type=float,
+        default=1.0,
+        help="window length when --start is not given (default 1)",
+    )
+    p.add_argument(
+        "--every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="repeat: the next window every SECONDS (without it: one window)",
+    )
     p.add_argument("--policy", help="drift policy YAML (default: driftloop.policy defaults)")
-    p.add_argument("--trigger", choices=["none", "local", "kfp"], default="none",
-                   help="what a trigger starts: nothing, a local kfp.local run, or a KFP run")
-    p.add_argument("--spec", help="dataset spec for retraining (default: the one registered "
-                                  "with the production version)")
-    p.add_argument("--retrain-days", type=int, default=180,
-                   help="retraining window: [end - days, end) of the source data")
+    p.add_argument(
+        "--trigger",
+        choices=["none", "local", "kfp"],
+        default="none",
+        help="what a trigger starts: nothing, a local kfp.local run, or a KFP run",
+    )
+    p.add_argument(
+        "--spec",
+        help="dataset spec for retraining (default: the one registered "
+        "with the production version)",
+    )
+    p.add_argument(
+        "--retrain-days",
+        type=int,
+        default=180,
+        help="retraining window: [end - days, end) of the source data",
+    )
     p.add_argument("--trials", type=int, default=4, help="trials of the retraining run")
-    p.add_argument("--margin", type=float, default=0.0,
-                   help="relative margin the challenger must beat the champion by")
-    p.add_argument("--report-rows", type=int, default=5_000,
-                   help="rows sampled for the Evidently HTML report (0: no report)")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="relative margin the challenger must beat the champion by",
+    )
+    p.add_argument(
+        "--report-rows",
+        type=int,
+        default=5_000,
+        help="rows sampled for the Evidently HTML report (0: no report)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -54,14 +86,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         backend = _backend(args, settings, store, Path(tmp))
         while True:
             start, end = _window(args)
-            r = run_window(store, args.model, start, end, policy=policy, backend=backend,
-                           endpoint=args.endpoint, retrain_days=args.retrain_days,
-                           report_rows=args.report_rows)
+            r = run_window(
+                store,
+                args.model,
+                start,
+                end,
+                policy=policy,
+                backend=backend,
+                endpoint=args.endpoint,
+                retrain_days=args.retrain_days,
+                report_rows=args.report_rows,
+            )
             trig = f" trigger={r.trigger_id} ({r.trigger_status})" if r.trigger_id else ""
-            print(f"{args.model} v{r.version} {args.endpoint} [{start:%Y-%m-%d %H:%M}, "
-                  f"{end:%Y-%m-%d %H:%M}) rows={r.rows} drifted={r.drifted_share:.2f} "
-                  f"decision={'TRIGGER' if r.trigger else 'no'}{trig}: {'; '.join(r.reasons)}",
-                  flush=True)
+            print(
+                f"{args.model} v{r.version} {args.endpoint} [{start:%Y-%m-%d %H:%M}, "
+                f"{end:%Y-%m-%d %H:%M}) rows={r.rows} drifted={r.drifted_share:.2f} "
+                f"decision={'TRIGGER' if r.trigger else 'no'}{trig}: {'; '.join(r.reasons)}",
+                flush=True,
+            )
             if args.every is None:
                 return 0
             time.sleep(args.every)
@@ -77,8 +119,11 @@ def _window(args: argparse.Namespace) -> tuple[datetime, datetime]:
 
     now = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
     end = parse(args.end) if args.end and args.every is None else now
-    start = (parse(args.start) if args.start and args.every is None
-             else end - timedelta(hours=args.hours))
+    start = (
+        parse(args.start)
+        if args.start and args.every is None
+        else end - timedelta(hours=args.hours)
+    )
     if start >= end:
         raise ConfigError(f"empty window: start {start} is not before end {end}")
     return start, end
@@ -96,13 +141,19 @@ def _backend(args, settings, store, tmp: Path):  # noqa: ANN001, ANN202
         spec_path = str(tmp / "dataset.yaml")
         Path(spec_path).write_bytes(Registry(store).read_file(ref, "dataset.yaml"))
     if args.trigger == "local":
-        return LocalBackend(spec_path=spec_path, store_uri=store.uri, n_trials=args.trials,
-                            margin=args.margin)
+        return LocalBackend(
+            spec_path=spec_path, store_uri=store.uri, n_trials=args.trials, margin=args.margin
+        )
     if not settings.kfp_host:
         raise ConfigError("--trigger kfp needs DRIFTLOOP_KFP_HOST (the KFP API URL)")
-    return KfpBackend(host=settings.kfp_host, spec_path=spec_path, store_uri=store.uri,
-                      namespace=settings.kfp_namespace, n_trials=args.trials,
-                      margin=args.margin)
+    return KfpBackend(
+        host=settings.kfp_host,
+        spec_path=spec_path,
+        store_uri=store.uri,
+        namespace=settings.kfp_namespace,
+        n_trials=args.trials,
+        margin=args.margin,
+    )
 
 
 def main() -> int:

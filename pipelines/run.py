@@ -45,11 +45,18 @@ class RunRequest:
         if self.n_trials < 1:
             raise ConfigError("--trials must be at least 1")
         trials = self.trials or sample_trials(self.n_trials, self.seed)
-        return {"spec_yaml": spec_to_text(self.spec), "store_uri": self.store_uri,
-                "start": self.start, "end": self.end,
-                "trials": trials, "margin": self.margin,
-                "promote": self.promote, "trigger_id": self.trigger_id,
-                "deploy": self.deploy, "canary_percent": self.canary_percent}
+        return {
+            "spec_yaml": spec_to_text(self.spec),
+            "store_uri": self.store_uri,
+            "start": self.start,
+            "end": self.end,
+            "trials": trials,
+            "margin": self.margin,
+            "promote": self.promote,
+            "trigger_id": self.trigger_id,
+            "deploy": self.deploy,
+            "canary_percent": self.canary_percent,
+        }
 
 
 def compile_pipeline(path: Path = COMPILED) -> Path:
@@ -67,8 +74,7 @@ def preflight(req: RunRequest, store: Store) -> None:
     from driftloop.data import load_window
     from driftloop.validation import validate
 
-    validate(load_window(req.spec, req.start or None, req.end or None), req.spec
-             ).raise_if_failed()
+    validate(load_window(req.spec, req.start or None, req.end or None), req.spec).raise_if_failed()
     store.list("models")
 
 
@@ -80,8 +86,9 @@ class LocalRun:
     log: str = ""  # kfp.local's output when run quietly (step start/finish lines)
 
 
-def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
-              quiet: bool = False) -> LocalRun:
+def run_local(
+    req: RunRequest, store: Store, workdir: Path | None = None, quiet: bool = False
+) -> LocalRun:
     """Run the pipeline with kfp.local's SubprocessRunner in this Python environment."""
     from kfp import local
 
@@ -90,19 +97,25 @@ def run_local(req: RunRequest, store: Store, workdir: Path | None = None,
     preflight(req, store)
     before = set(Registry(store).versions(req.spec.name))
     root = workdir or Path(tempfile.mkdtemp(prefix="driftloop-kfp-"))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "out"),
-               workspace_root=str(root / "workspace"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root / "out"),
+        workspace_root=str(root / "workspace"),
+    )
     sink = io.StringIO()
     # kfp.local indents output by swapping builtins.print per task; with ParallelFor
     # threads the swaps interleave and can leave it swapped. Put it back afterwards.
     original_print = builtins.print
     try:
-        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext(), \
-                warnings.catch_warnings():
+        with (
+            contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext(),
+            warnings.catch_warnings(),
+        ):
             # kfp.local warns that our image is "non-Python"; this environment is the
             # image's environment (driftloop installed), which is what the steps need.
-            warnings.filterwarnings("ignore", message=".*non-Python base image",
-                                    category=RuntimeWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*non-Python base image", category=RuntimeWarning
+            )
             training_pipeline(**req.arguments())
     except RuntimeError as e:
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
@@ -144,13 +157,17 @@ def upload(client, package: Path = COMPILED) -> tuple[str, str]:  # noqa: ANN001
     if pipeline_id is None:
         pipeline = client.upload_pipeline(str(package), pipeline_name=PIPELINE_NAME)
         pipeline_id = pipeline.pipeline_id
-    flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name",
-                                      "stringValue": version_name}]})
+    flt = json.dumps(
+        {
+            "predicates": [
+                {"operation": "EQUALS", "key": "display_name", "stringValue": version_name}
+            ]
+        }
+    )
     found = client.list_pipeline_versions(pipeline_id, filter=flt).pipeline_versions or []
     if found:
         return pipeline_id, found[0].pipeline_version_id
-    version = client.upload_pipeline_version(str(package), version_name,
-                                             pipeline_id=pipeline_id)
+    version = client.upload_pipeline_version(str(package), version_name, pipeline_id=pipeline_id)
     return pipeline_id, version.pipeline_version_id
 
 
@@ -162,9 +179,15 @@ class Submitted:
     recurring_run_id: str | None = None
 
 
-def submit(req: RunRequest, host: str, experiment: str, run_name: str,
-           token: str | None = None, namespace: str | None = None,
-           schedule: str | None = None) -> Submitted:
+def submit(
+    req: RunRequest,
+    host: str,
+    experiment: str,
+    run_name: str,
+    token: str | None = None,
+    namespace: str | None = None,
+    schedule: str | None = None,
+) -> Submitted:
     """Upload the compiled pipeline (once per release), then create a run of that version
     on a Kubeflow Pipelines host; with ``schedule`` (a 6-field KFP cron expression) also a
     recurring run: the calendar fallback behind drift-triggered retraining."""
@@ -176,23 +199,43 @@ def submit(req: RunRequest, host: str, experiment: str, run_name: str,
     except DriftloopError:
         raise
     except Exception as e:  # connection refused, 401, 404 from the KFP API
-        raise ConfigError(f"cannot create a run on Kubeflow Pipelines at {host}: "
-                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise ConfigError(
+            f"cannot create a run on Kubeflow Pipelines at {host}: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
 
 
-def _submit(client, req: RunRequest, experiment: str, run_name: str,  # noqa: ANN001
-            schedule: str | None) -> Submitted:
+def _submit(
+    client,
+    req: RunRequest,
+    experiment: str,
+    run_name: str,  # noqa: ANN001
+    schedule: str | None,
+) -> Submitted:
     pipeline_id, version_id = upload(client)
     exp = client.create_experiment(experiment, namespace=client.get_user_namespace() or None)
     args = req.arguments()
-    run = client.run_pipeline(exp.experiment_id, run_name, params=args,
-                              pipeline_id=pipeline_id, version_id=version_id,
-                              enable_caching=False, service_account=RUN_SERVICE_ACCOUNT)
+    run = client.run_pipeline(
+        exp.experiment_id,
+        run_name,
+        params=args,
+        pipeline_id=pipeline_id,
+        version_id=version_id,
+        enable_caching=False,
+        service_account=RUN_SERVICE_ACCOUNT,
+    )
     recurring = None
     if schedule:
         recurring = client.create_recurring_run(
-            exp.experiment_id, f"{run_name}-schedule", cron_expression=schedule,
-            params=args, pipeline_id=pipeline_id, version_id=version_id,
-            max_concurrency=1, no_catchup=True, enable_caching=False,
-            service_account=RUN_SERVICE_ACCOUNT).recurring_run_id
+            exp.experiment_id,
+            f"{run_name}-schedule",
+            cron_expression=schedule,
+            params=args,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            max_concurrency=1,
+            no_catchup=True,
+            enable_caching=False,
+            service_account=RUN_SERVICE_ACCOUNT,
+        ).recurring_run_id
     return Submitted(str(run.run_id), pipeline_id, version_id, recurring)

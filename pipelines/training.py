@@ -32,15 +32,23 @@ DEPLOY_TIMEOUT_SECONDS = 900
 def _in_cluster(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Give a step the store settings and credentials when it runs on Kubernetes
     (ignored by the local runner, which inherits the caller's environment)."""
-    kubernetes.use_config_map_as_env(task, SETTINGS_CONFIGMAP, config_map_key_to_env={
-        "DRIFTLOOP_S3_ENDPOINT": "DRIFTLOOP_S3_ENDPOINT",
-        "DRIFTLOOP_S3_SECURE": "DRIFTLOOP_S3_SECURE",
-        "DRIFTLOOP_S3_REGION": "DRIFTLOOP_S3_REGION",
-    })
-    kubernetes.use_secret_as_env(task, S3_SECRET, secret_key_to_env={
-        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-    })
+    kubernetes.use_config_map_as_env(
+        task,
+        SETTINGS_CONFIGMAP,
+        config_map_key_to_env={
+            "DRIFTLOOP_S3_ENDPOINT": "DRIFTLOOP_S3_ENDPOINT",
+            "DRIFTLOOP_S3_SECURE": "DRIFTLOOP_S3_SECURE",
+            "DRIFTLOOP_S3_REGION": "DRIFTLOOP_S3_REGION",
+        },
+    )
+    kubernetes.use_secret_as_env(
+        task,
+        S3_SECRET,
+        secret_key_to_env={
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        },
+    )
     return task
 
 
@@ -66,19 +74,35 @@ def training_pipeline(
     base = baselines(spec_yaml=spec_yaml, train=train_set, validation=val_set, test=test_set)
     with dsl.ParallelFor(items=trials, parallelism=2) as params:
         trial = train(spec_yaml=spec_yaml, params=params, train=train_set, validation=val_set)
-    best = evaluate(spec_yaml=spec_yaml, trials=dsl.Collected(trial.outputs["model"]),
-                    test=test_set)
+    best = evaluate(
+        spec_yaml=spec_yaml, trials=dsl.Collected(trial.outputs["model"]), test=test_set
+    )
 
-    verdict = _in_cluster(gate(spec_yaml=spec_yaml, store_uri=store_uri, margin=margin,
-                               baselines=base.outputs["Output"], model=best.outputs["best"],
-                               test=test_set))
+    verdict = _in_cluster(
+        gate(
+            spec_yaml=spec_yaml,
+            store_uri=store_uri,
+            margin=margin,
+            baselines=base.outputs["Output"],
+            model=best.outputs["best"],
+            test=test_set,
+        )
+    )
     verdict.set_caching_options(False)  # the champion may have changed
     registration = dict(
-        spec_yaml=spec_yaml, store_uri=store_uri, start=start, end=end,
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, trigger_id=trigger_id,
-        dataset_sha256=ingested.outputs["sha256"], baselines=base.outputs["Output"],
-        gate_report=verdict.outputs["report"], model=best.outputs["best"], train=train_set,
-        test=test_set)
+        spec_yaml=spec_yaml,
+        store_uri=store_uri,
+        start=start,
+        end=end,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        trigger_id=trigger_id,
+        dataset_sha256=ingested.outputs["sha256"],
+        baselines=base.outputs["Output"],
+        gate_report=verdict.outputs["report"],
+        model=best.outputs["best"],
+        train=train_set,
+        test=test_set,
+    )
     with dsl.If(verdict.outputs["Output"] == True):  # noqa: E712 - KFP condition syntax
         # Conditions compare bools only: kfp.local skips float compares and resolves only
         # pipeline parameters or single `Output` outputs.
@@ -91,8 +115,15 @@ def training_pipeline(
             # failed canary leaves the alias on what is still served.
             candidate = _in_cluster(register(promote=False, **registration))
             candidate.set_caching_options(False)
-            deployed = _in_cluster(deploy_step(
-                spec_yaml=spec_yaml, store_uri=store_uri, version=candidate.outputs["Output"],
-                isvc="", namespace=ISVC_NAMESPACE, canary_percent=canary_percent,
-                timeout_seconds=DEPLOY_TIMEOUT_SECONDS))
+            deployed = _in_cluster(
+                deploy_step(
+                    spec_yaml=spec_yaml,
+                    store_uri=store_uri,
+                    version=candidate.outputs["Output"],
+                    isvc="",
+                    namespace=ISVC_NAMESPACE,
+                    canary_percent=canary_percent,
+                    timeout_seconds=DEPLOY_TIMEOUT_SECONDS,
+                )
+            )
             deployed.set_caching_options(False)  # the cluster's state is not an input

@@ -25,15 +25,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m serving", parents=[kserve_parser])
     p.add_argument("--model_dir", default="/mnt/models", help="registry version directory")
-    p.add_argument("--max_batch_rows", type=int, default=DEFAULT_MAX_BATCH_ROWS,
-                   help="largest batch one request may send (default %(default)s)")
-    p.add_argument("--logger_url", default=None,
-                   help="send KServe-style payload CloudEvents here (the collector)")
-    p.add_argument("--inference_service", default=None,
-                   help="ce-inferenceservicename (default: --model_name)")
+    p.add_argument(
+        "--max_batch_rows",
+        type=int,
+        default=DEFAULT_MAX_BATCH_ROWS,
+        help="largest batch one request may send (default %(default)s)",
+    )
+    p.add_argument(
+        "--logger_url",
+        default=None,
+        help="send KServe-style payload CloudEvents here (the collector)",
+    )
+    p.add_argument(
+        "--inference_service", default=None, help="ce-inferenceservicename (default: --model_name)"
+    )
     p.add_argument("--namespace", default="default", help="ce-namespace")
-    p.add_argument("--endpoint", default="default", choices=["default", "canary"],
-                   help="ce-endpoint: which InferenceService endpoint this pod serves")
+    p.add_argument(
+        "--endpoint",
+        default="default",
+        choices=["default", "canary"],
+        help="ce-endpoint: which InferenceService endpoint this pod serves",
+    )
     return p
 
 
@@ -47,12 +59,19 @@ def main(argv: list[str] | None = None) -> int:
 
     emitter = None
     if args.logger_url:
-        emitter = PayloadEmitter(LoggerConfig(
-            url=args.logger_url, inference_service=args.inference_service or args.model_name,
-            namespace=args.namespace, endpoint=args.endpoint), args.model_name)
+        emitter = PayloadEmitter(
+            LoggerConfig(
+                url=args.logger_url,
+                inference_service=args.inference_service or args.model_name,
+                namespace=args.namespace,
+                endpoint=args.endpoint,
+            ),
+            args.model_name,
+        )
     model_dir = Path(args.model_dir)
-    predictor = TabularPredictor(args.model_name, lambda: load_dir(model_dir),
-                                 args.max_batch_rows, emitter)
+    predictor = TabularPredictor(
+        args.model_name, lambda: load_dir(model_dir), args.max_batch_rows, emitter
+    )
     try:
         predictor.load()
     except DriftloopError as e:

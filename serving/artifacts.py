@@ -50,11 +50,14 @@ def verify_dir(directory: Path) -> dict:
     for name, entry in sorted(files.items()):
         path = directory / name
         if not path.is_file():
-            raise IntegrityError(f"{path} is listed in {MANIFEST} but missing; "
-                                 "re-copy the whole version directory")
+            raise IntegrityError(
+                f"{path} is listed in {MANIFEST} but missing; re-copy the whole version directory"
+            )
         if sha256(path.read_bytes()) != entry["sha256"]:
-            raise IntegrityError(f"{path}: sha256 does not match {MANIFEST}; the copy is "
-                                 "corrupt or was modified: refusing to serve it")
+            raise IntegrityError(
+                f"{path}: sha256 does not match {MANIFEST}; the copy is "
+                "corrupt or was modified: refusing to serve it"
+            )
     return manifest
 
 
@@ -68,8 +71,10 @@ def load_dir(directory: Path, verify: bool = True) -> Bundle:
     rules = load_rules(rules_path.read_text(), schema.kinds) if rules_path.is_file() else None
     model = TabularModel.load(directory)  # safetensors + JSON; never pickle
     if model.features != schema.names:
-        raise IntegrityError(f"{directory}: schema.json features {schema.names} do not match "
-                             f"the model's {model.features}")
+        raise IntegrityError(
+            f"{directory}: schema.json features {schema.names} do not match "
+            f"the model's {model.features}"
+        )
     return Bundle(model, schema, rules, int(manifest.get("version", 0)))
 
 

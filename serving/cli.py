@@ -24,14 +24,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model", help="registered model (default: the only one in the store)")
     pick = s.add_mutually_exclusive_group()
     pick.add_argument("--version", type=int, help="serve this version (no hot swap)")
-    pick.add_argument("--alias", default="production",
-                      help="follow this alias and hot-swap when it moves (default production)")
+    pick.add_argument(
+        "--alias",
+        default="production",
+        help="follow this alias and hot-swap when it moves (default production)",
+    )
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--logger-url", help="send KServe-style payload CloudEvents to this URL")
     s.add_argument("--endpoint", default="default", choices=["default", "canary"])
-    s.add_argument("--watch-interval", type=float, default=2.0,
-                   help="seconds between alias checks (default %(default)s)")
+    s.add_argument(
+        "--watch-interval",
+        type=float,
+        default=2.0,
+        help="seconds between alias checks (default %(default)s)",
+    )
     s.add_argument("--max-batch-rows", type=int, default=DEFAULT_MAX_BATCH_ROWS)
     s.set_defaults(func=serve)
 
@@ -48,15 +55,24 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     ref = registry.resolve(name, args.version, None if args.version else args.alias)
     emitter = None
     if args.logger_url:
-        emitter = PayloadEmitter(LoggerConfig(url=args.logger_url, inference_service=name,
-                                              namespace="local", endpoint=args.endpoint), name)
-    predictor = TabularPredictor(name, lambda: load_from_registry(registry, ref),
-                                 args.max_batch_rows, emitter)
+        emitter = PayloadEmitter(
+            LoggerConfig(
+                url=args.logger_url,
+                inference_service=name,
+                namespace="local",
+                endpoint=args.endpoint,
+            ),
+            name,
+        )
+    predictor = TabularPredictor(
+        name, lambda: load_from_registry(registry, ref), args.max_batch_rows, emitter
+    )
     predictor.load()
     watcher = None
     if args.version is None:
-        watcher = AliasWatcher(registry, name, args.alias, ref.version, predictor.swap,
-                               args.watch_interval).start()
+        watcher = AliasWatcher(
+            registry, name, args.alias, ref.version, predictor.swap, args.watch_interval
+        ).start()
     server = LocalServer([predictor], port=args.port, host=args.host, latency_logging=True)
     following = f" (following {args.alias})" if watcher else ""
     print(f"serving {name} v{ref.version} on {server.url}/v1/models/{name}:predict{following}")  # noqa: T201

@@ -56,9 +56,13 @@ class Scored:
 
 
 class TabularPredictor(Model):
-    def __init__(self, name: str, loader: Callable[[], Bundle],
-                 max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
-                 emitter: PayloadEmitter | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        loader: Callable[[], Bundle],
+        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        emitter: PayloadEmitter | None = None,
+    ) -> None:
         super().__init__(name)
         self._loader, self.max_batch_rows, self.emitter = loader, max_batch_rows, emitter
         self._bundle: Bundle | None = None
@@ -108,8 +112,9 @@ class TabularPredictor(Model):
         fired = bundle.rules.evaluate(batch.frame) if bundle.rules is not None else None
         return Scored(batch, pred, fired)
 
-    def postprocess(self, scored: Scored, headers: dict | None = None,
-                    response_headers: dict | None = None) -> dict | InferResponse:
+    def postprocess(
+        self, scored: Scored, headers: dict | None = None, response_headers: dict | None = None
+    ) -> dict | InferResponse:
         batch = scored.batch
         version = batch.bundle.version
         if batch.v2 is None:
@@ -118,14 +123,27 @@ class TabularPredictor(Model):
             return body
         outs = protocol.v2_outputs(scored.pred, scored.rules_fired)
         rid = batch.request_id
-        self._log(rid, lambda: (
-            protocol.v2_request_json(rid, batch.v2.parameters, batch.v2.inputs),
-            {"id": rid, "model_name": self.name, "model_version": str(version), "outputs": outs}))
+        self._log(
+            rid,
+            lambda: (
+                protocol.v2_request_json(rid, batch.v2.parameters, batch.v2.inputs),
+                {
+                    "id": rid,
+                    "model_name": self.name,
+                    "model_version": str(version),
+                    "outputs": outs,
+                },
+            ),
+        )
         return InferResponse(
-            response_id=rid, model_name=self.name, model_version=str(version),
-            infer_outputs=[InferOutput(o["name"], o["shape"], o["datatype"], o["data"])
-                           for o in outs],
-            requested_outputs=batch.v2.request_outputs)
+            response_id=rid,
+            model_name=self.name,
+            model_version=str(version),
+            infer_outputs=[
+                InferOutput(o["name"], o["shape"], o["datatype"], o["data"]) for o in outs
+            ],
+            requested_outputs=batch.v2.request_outputs,
+        )
 
     def _log(self, request_id: str | None, bodies: Callable[[], tuple[dict, dict]]) -> None:
         if self.emitter is None:

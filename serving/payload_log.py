@@ -39,13 +39,15 @@ log = logging.getLogger(__name__)
 
 # Module level: prometheus_client's default registry is what kserve serves on /metrics,
 # and a metric may be registered only once per process.
-DROPPED = Counter("driftloop_payload_events_dropped", "Payload events dropped: queue full",
-                  ["model"])
-FAILED = Counter("driftloop_payload_events_failed",
-                 "Payload events the collector did not accept (error, timeout, non-2xx)",
-                 ["model"])
-SENT = Counter("driftloop_payload_events_sent", "Payload events the collector accepted",
-               ["model"])
+DROPPED = Counter(
+    "driftloop_payload_events_dropped", "Payload events dropped: queue full", ["model"]
+)
+FAILED = Counter(
+    "driftloop_payload_events_failed",
+    "Payload events the collector did not accept (error, timeout, non-2xx)",
+    ["model"],
+)
+SENT = Counter("driftloop_payload_events_sent", "Payload events the collector accepted", ["model"])
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,7 @@ class PayloadEmitter:
         self.config, self.model = config, model
         self._queue: queue.Queue[tuple[dict, bytes] | None] = queue.Queue(config.queue_size)
         self._client = httpx.Client(timeout=httpx.Timeout(config.timeout_s, connect=0.5))
-        self._thread = threading.Thread(target=self._run, name=f"payload-log-{model}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"payload-log-{model}", daemon=True)
         self._thread.start()
 
     def emit(self, request_id: str | None, request: bytes, response: bytes) -> str:
@@ -93,11 +94,19 @@ class PayloadEmitter:
 
     def _headers(self, ce_type: str, rid: str, now: str) -> dict:
         c = self.config
-        return {"ce-specversion": "1.0", "ce-type": ce_type, "ce-id": rid,
-                "ce-source": c.source, "ce-time": now,
-                "ce-inferenceservicename": c.inference_service, "ce-namespace": c.namespace,
-                "ce-component": c.component, "ce-endpoint": c.endpoint, "ce-metadata": "{}",
-                "content-type": "application/json"}
+        return {
+            "ce-specversion": "1.0",
+            "ce-type": ce_type,
+            "ce-id": rid,
+            "ce-source": c.source,
+            "ce-time": now,
+            "ce-inferenceservicename": c.inference_service,
+            "ce-namespace": c.namespace,
+            "ce-component": c.component,
+            "ce-endpoint": c.endpoint,
+            "ce-metadata": "{}",
+            "content-type": "application/json",
+        }
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -21,8 +21,21 @@ import numpy as np
 import pandas as pd
 from kserve.errors import InvalidInput
 
-NUMERIC_TYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
-                           "UINT8", "UINT16", "UINT32", "UINT64"})
+NUMERIC_TYPES = frozenset(
+    {
+        "FP16",
+        "FP32",
+        "FP64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+    }
+)
 _MISSING = None  # a JSON null is a missing value: imputed (numeric) or the unknown bucket
 
 
@@ -46,10 +59,17 @@ class Schema:
 
     @classmethod
     def from_json(cls, d: dict) -> Schema:
-        feats = tuple(Feature(f["name"], f["kind"], f["datatype"],
-                              frozenset(f.get("categories") or ())) for f in d["features"])
-        return cls(d["model"], d["task"], feats, d.get("unknown_category", "bucket"),
-                   tuple(d.get("classes") or ()))
+        feats = tuple(
+            Feature(f["name"], f["kind"], f["datatype"], frozenset(f.get("categories") or ()))
+            for f in d["features"]
+        )
+        return cls(
+            d["model"],
+            d["task"],
+            feats,
+            d.get("unknown_category", "bucket"),
+            tuple(d.get("classes") or ()),
+        )
 
     @property
     def names(self) -> list[str]:
@@ -68,8 +88,9 @@ def _numeric(f: Feature, values: list) -> np.ndarray:
             out[i] = np.nan
             continue
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise InvalidInput(f"field {f.name!r}: expected a number, got "
-                               f"{type(v).__name__} {_show(v)}")
+            raise InvalidInput(
+                f"field {f.name!r}: expected a number, got {type(v).__name__} {_show(v)}"
+            )
         try:
             x = float(v)
         except OverflowError:
@@ -98,12 +119,15 @@ def _categorical(f: Feature, values: list, reject_unknown: bool) -> list:
         elif isinstance(v, float) and math.isfinite(v):
             s = str(int(v)) if v.is_integer() else str(v)
         else:
-            raise InvalidInput(f"field {f.name!r}: expected a string category, got "
-                               f"{type(v).__name__} {_show(v)}")
+            raise InvalidInput(
+                f"field {f.name!r}: expected a string category, got {type(v).__name__} {_show(v)}"
+            )
         if reject_unknown and s not in f.categories:
             known = sorted(f.categories)
-            raise InvalidInput(f"field {f.name!r}: unknown category {_show(s)}; "
-                               f"known: {known[:20]}{' ...' if len(known) > 20 else ''}")
+            raise InvalidInput(
+                f"field {f.name!r}: unknown category {_show(s)}; "
+                f"known: {known[:20]}{' ...' if len(known) > 20 else ''}"
+            )
         out.append(s)
     return out
 
@@ -119,8 +143,9 @@ def to_frame(columns: dict[str, list], schema: Schema) -> pd.DataFrame:
     data: dict[str, Any] = {}
     for f in schema.features:
         values = columns[f.name]
-        data[f.name] = (_numeric(f, values) if f.kind == "numeric"
-                        else _categorical(f, values, reject))
+        data[f.name] = (
+            _numeric(f, values) if f.kind == "numeric" else _categorical(f, values, reject)
+        )
     return pd.DataFrame(data)
 
 
@@ -134,8 +159,10 @@ def _check_rows(n: int, max_rows: int) -> None:
 def _check_names(given: list[str], schema: Schema, where: str) -> None:
     expected = set(schema.names)
     if missing := [n for n in schema.names if n not in given]:
-        raise InvalidInput(f"{where}missing field {missing[0]!r}"
-                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise InvalidInput(
+            f"{where}missing field {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     if unknown := [n for n in given if n not in expected]:
         raise InvalidInput(f"{where}unknown field {_show(unknown[0])}; expected {schema.names}")
 
@@ -146,8 +173,9 @@ def decode_v1(body: Any, schema: Schema, max_rows: int) -> pd.DataFrame:
     keyed by feature name or lists in schema order. ``timestamp`` is the event time (the
     collector logs it); it is checked here and otherwise ignored."""
     if isinstance(body, bytes | bytearray | str):
-        raise InvalidInput("the request body must be a JSON object sent as "
-                           "Content-Type: application/json")
+        raise InvalidInput(
+            "the request body must be a JSON object sent as Content-Type: application/json"
+        )
     if not isinstance(body, dict):
         raise InvalidInput(f"the request body must be a JSON object, got {type(body).__name__}")
     if "timestamp" in body:
@@ -166,13 +194,16 @@ def decode_v1(body: Any, schema: Schema, max_rows: int) -> pd.DataFrame:
                 columns[n].append(inst[n])
         elif isinstance(inst, list):
             if len(inst) != len(names):
-                raise InvalidInput(f"instance {i}: a list instance needs {len(names)} values "
-                                   f"in schema order {names}, got {len(inst)}")
+                raise InvalidInput(
+                    f"instance {i}: a list instance needs {len(names)} values "
+                    f"in schema order {names}, got {len(inst)}"
+                )
             for n, v in zip(names, inst, strict=True):
                 columns[n].append(v)
         else:
-            raise InvalidInput(f"instance {i}: expected an object or a list, "
-                               f"got {type(inst).__name__}")
+            raise InvalidInput(
+                f"instance {i}: expected an object or a list, got {type(inst).__name__}"
+            )
     try:
         return to_frame(columns, schema)
     except InvalidInput as e:
@@ -188,8 +219,9 @@ def check_timestamp(value: Any) -> None:
         raise InvalidInput(f'field "timestamp": {_show(value)} is not ISO 8601') from None
 
 
-def v1_response(model_name: str, version: int, pred: dict[str, np.ndarray],
-                rules_fired: list[list[str]] | None) -> dict:
+def v1_response(
+    model_name: str, version: int, pred: dict[str, np.ndarray], rules_fired: list[list[str]] | None
+) -> dict:
     body: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
     if "value" in pred:
         body["predictions"] = pred["value"].tolist()
@@ -232,15 +264,21 @@ def decode_v2(inputs: list, schema: Schema, max_rows: int) -> pd.DataFrame:
         f = by_name[t.name]
         dtype = str(t.datatype)
         if f.kind == "numeric" and dtype not in NUMERIC_TYPES:
-            raise InvalidInput(f"input {f.name!r}: numeric feature needs a numeric datatype "
-                               f"(FP64, FP32, INT64, ...), got {_show(dtype)}")
+            raise InvalidInput(
+                f"input {f.name!r}: numeric feature needs a numeric datatype "
+                f"(FP64, FP32, INT64, ...), got {_show(dtype)}"
+            )
         if f.kind == "categorical" and dtype != "BYTES":
-            raise InvalidInput(f"input {f.name!r}: categorical feature needs datatype BYTES, "
-                               f"got {_show(dtype)}")
+            raise InvalidInput(
+                f"input {f.name!r}: categorical feature needs datatype BYTES, got {_show(dtype)}"
+            )
         shape = t.shape
-        if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
-                or not all(isinstance(s, int) and s >= 0 for s in shape)
-                or (len(shape) == 2 and shape[1] != 1)):
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 2
+            or not all(isinstance(s, int) and s >= 0 for s in shape)
+            or (len(shape) == 2 and shape[1] != 1)
+        ):
             raise InvalidInput(f"input {f.name!r}: shape must be [n] or [n, 1], got {_show(shape)}")
         values = _flatten(t.data, f.name)
         if len(values) != shape[0]:
@@ -262,8 +300,10 @@ def output_types(schema: Schema, has_rules: bool) -> list[dict]:
     if schema.task == "regression":
         out = [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
     else:
-        out = [{"name": "prediction", "datatype": "BYTES", "shape": [-1]},
-               {"name": "probability", "datatype": "FP64", "shape": [-1]}]
+        out = [
+            {"name": "prediction", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probability", "datatype": "FP64", "shape": [-1]},
+        ]
     if has_rules:
         out.append({"name": "rules_fired", "datatype": "BYTES", "shape": [-1]})
     return out
@@ -276,11 +316,14 @@ def v2_outputs(pred: dict[str, np.ndarray], rules_fired: list[list[str]] | None)
     if "value" in pred:
         outs = [_tensor("prediction", "FP64", pred["value"].tolist())]
     else:
-        outs = [_tensor("prediction", "BYTES", [str(x) for x in pred["label"]]),
-                _tensor("probability", "FP64", pred["probability"].tolist())]
+        outs = [
+            _tensor("prediction", "BYTES", [str(x) for x in pred["label"]]),
+            _tensor("probability", "FP64", pred["probability"].tolist()),
+        ]
     if rules_fired is not None:
-        outs.append(_tensor("rules_fired", "BYTES",
-                            [orjson.dumps(r).decode() for r in rules_fired]))
+        outs.append(
+            _tensor("rules_fired", "BYTES", [orjson.dumps(r).decode() for r in rules_fired])
+        )
     return outs
 
 
@@ -290,9 +333,13 @@ def _tensor(name: str, datatype: str, data: list) -> dict:
 
 def v2_request_json(request_id: str, parameters: Any, inputs: list) -> dict:
     """The V2 request as JSON, for the payload log (the collector reads this shape)."""
-    body: dict[str, Any] = {"id": request_id, "inputs": [
-        {"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": t.data}
-        for t in inputs]}
+    body: dict[str, Any] = {
+        "id": request_id,
+        "inputs": [
+            {"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": t.data}
+            for t in inputs
+        ],
+    }
     if parameters:
         body["parameters"] = dict(parameters)
     return body

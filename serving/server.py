@@ -34,30 +34,44 @@ _app_built = False
 
 
 class LocalServer:
-    def __init__(self, models: list[Model], port: int, host: str = "127.0.0.1",
-                 latency_logging: bool = False) -> None:
+    def __init__(
+        self, models: list[Model], port: int, host: str = "127.0.0.1", latency_logging: bool = False
+    ) -> None:
         global _app_built
         if _app_built:
-            raise RuntimeError("kserve hosts one REST app per process; register all models "
-                               "on one LocalServer")
+            raise RuntimeError(
+                "kserve hosts one REST app per process; register all models on one LocalServer"
+            )
         self.host, self.port = host, port
-        self.model_server = ModelServer(http_port=port, enable_grpc=False,
-                                        enable_latency_logging=latency_logging)
+        self.model_server = ModelServer(
+            http_port=port, enable_grpc=False, enable_latency_logging=latency_logging
+        )
         for m in models:
             if not m.ready:
                 m.load()
             self.model_server.register_model(m)
             m.enable_latency_logging = latency_logging
-        rest = RESTServer(FASTAPI_APP_IMPORT_STRING, self.model_server.dataplane,
-                          self.model_server.model_repository_extension, port)
+        rest = RESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.model_server.dataplane,
+            self.model_server.model_repository_extension,
+            port,
+        )
         rest.create_application()  # routes + error handlers on kserve's global app
         _app_built = True
         from kserve.model_server import app
 
         install_error_handlers(app)
-        self._server = uvicorn.Server(uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False,
-            timeout_graceful_shutdown=5))
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
         self._thread: threading.Thread | None = None
 
     @property
@@ -69,8 +83,9 @@ class LocalServer:
         self._server.run()
 
     def start(self, timeout: float = 30.0) -> None:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()),
-                                        name="kserve-rest", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve()), name="kserve-rest", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -88,8 +103,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     # FastAPI's default handler echoes the offending input back; a NaN or Infinity in it
     # cannot be encoded as JSON and the 422 turns into a 500. Name the field, not the value.
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
-                      for e in errors[:3])
+    where = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors[:3]
+    )
     return JSONResponse(status_code=422, content={"error": f"invalid request body: {where}"})
 
 

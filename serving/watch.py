@@ -22,8 +22,15 @@ log = logging.getLogger(__name__)
 
 
 class AliasWatcher:
-    def __init__(self, registry: Registry, model: str, alias: str, current: int,
-                 on_change: Callable[[Bundle], None], interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        model: str,
+        alias: str,
+        current: int,
+        on_change: Callable[[Bundle], None],
+        interval: float = 2.0,
+    ) -> None:
         self.registry, self.model, self.alias = registry, model, alias
         self.current, self.on_change, self.interval = current, on_change, interval
         self._stop = threading.Event()
@@ -44,8 +51,14 @@ class AliasWatcher:
             return False
         bundle = load_from_registry(self.registry, VersionRef(self.model, target))
         self.on_change(bundle)
-        log.info("%s: %s moved v%s -> v%s; now serving v%s", self.model, self.alias,
-                 self.current, target, target)
+        log.info(
+            "%s: %s moved v%s -> v%s; now serving v%s",
+            self.model,
+            self.alias,
+            self.current,
+            target,
+            target,
+        )
         self.current = target
         return True
 
@@ -54,7 +67,12 @@ class AliasWatcher:
             try:
                 self.poll()
             except DriftloopError as e:
-                log.warning("%s: cannot follow %s alias (keeping v%s): %s",
-                            self.model, self.alias, self.current, e)
+                log.warning(
+                    "%s: cannot follow %s alias (keeping v%s): %s",
+                    self.model,
+                    self.alias,
+                    self.current,
+                    e,
+                )
             except Exception:  # noqa: BLE001 - a watcher bug must not stop serving
                 log.exception("%s: alias watcher error (keeping v%s)", self.model, self.current)

@@ -76,8 +76,11 @@ class FakeKfp:
             self.pipelines.append(item)
             return item
         if p == "pipelines/upload_version":
-            item = {"pipeline_version_id": f"pv{len(self.versions) + 1}",
-                    "pipeline_id": query["pipelineid"], "display_name": query["name"]}
+            item = {
+                "pipeline_version_id": f"pv{len(self.versions) + 1}",
+                "pipeline_id": query["pipelineid"],
+                "display_name": query["name"],
+            }
             self.versions.append(item)
             return item
         if p.startswith("pipelines/") and p.endswith("/versions"):

@@ -101,29 +101,43 @@ class FakeKube:
         """An InferenceService whose first revision is ready and serves all traffic."""
         rev = f"{name}-predictor-00001"
         self.objects[(namespace, name)] = {
-            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
             "metadata": {"name": name, "namespace": namespace, "generation": 1},
-            "spec": {"predictor": {"model": {"modelFormat": {"name": "driftloop"},
-                                             "runtime": "driftloop",
-                                             "storageUri": storage_uri}}},
-            "status": {"conditions": _conditions("True"),
-                       "components": {"predictor": {
-                           "latestCreatedRevision": rev, "latestReadyRevision": rev,
-                           "latestRolledoutRevision": rev,
-                           "traffic": [{"revisionName": rev, "latestRevision": True,
-                                        "percent": 100}]}}},
+            "spec": {
+                "predictor": {
+                    "model": {
+                        "modelFormat": {"name": "driftloop"},
+                        "runtime": "driftloop",
+                        "storageUri": storage_uri,
+                    }
+                }
+            },
+            "status": {
+                "conditions": _conditions("True"),
+                "components": {
+                    "predictor": {
+                        "latestCreatedRevision": rev,
+                        "latestReadyRevision": rev,
+                        "latestRolledoutRevision": rev,
+                        "traffic": [{"revisionName": rev, "latestRevision": True, "percent": 100}],
+                    }
+                },
+            },
         }
 
     # -- the API -----------------------------------------------------------------------
-    def route(self, method: str, path: str, content_type: str | None,
-              body: dict | None) -> tuple[int, dict]:
+    def route(
+        self, method: str, path: str, content_type: str | None, body: dict | None
+    ) -> tuple[int, dict]:
         ns, _, name = path.removeprefix(PREFIX).partition("/inferenceservices/")
         if not path.startswith(PREFIX) or not name:
             return 404, _status(404, "NotFound", f"the server could not find {path}")
         obj = self.objects.get((ns, name))
         if obj is None:
-            return 404, _status(404, "NotFound",
-                                f'inferenceservices.serving.kserve.io "{name}" not found')
+            return 404, _status(
+                404, "NotFound", f'inferenceservices.serving.kserve.io "{name}" not found'
+            )
         if method == "PATCH":
             if content_type != "application/merge-patch+json":
                 return 415, _status(415, "UnsupportedMediaType", f"{content_type}")
@@ -144,8 +158,9 @@ class FakeKube:
             n = int(st["latestCreatedRevision"].rsplit("-", 1)[1]) + 1
             st["latestCreatedRevision"] = f"{new['metadata']['name']}-predictor-{n:05d}"
             new["status"]["conditions"] = _conditions("Unknown")
-            self._pending[(new["metadata"]["namespace"], new["metadata"]["name"])] = \
+            self._pending[(new["metadata"]["namespace"], new["metadata"]["name"])] = (
                 self.ready_after
+            )
         self._route_traffic(new)
 
     def _controller_tick(self, obj: dict) -> None:
@@ -154,7 +169,8 @@ class FakeKube:
             return
         if self.revisions == "failing":
             obj["status"]["conditions"] = _conditions(
-                "False", "RevisionFailed", "Revision failed: storage-initializer exited 1")
+                "False", "RevisionFailed", "Revision failed: storage-initializer exited 1"
+            )
             return
         if self.revisions == "stuck":
             return
@@ -176,17 +192,25 @@ class FakeKube:
             st["traffic"] = [{"revisionName": ready, "latestRevision": True, "percent": 100}]
             st["latestRolledoutRevision"] = ready
             return
-        st["traffic"] = [{"revisionName": ready, "latestRevision": True, "percent": p},
-                         {"revisionName": rolled, "tag": "prev", "latestRevision": False,
-                          "percent": 100 - p}]
+        st["traffic"] = [
+            {"revisionName": ready, "latestRevision": True, "percent": p},
+            {"revisionName": rolled, "tag": "prev", "latestRevision": False, "percent": 100 - p},
+        ]
 
 
 def _conditions(status: str, reason: str = "", message: str = "") -> list[dict]:
-    return [{"type": t, "status": status, **({"reason": reason, "message": message}
-                                             if reason else {})}
-            for t in ("PredictorConfigurationReady", "PredictorReady", "Ready")]
+    return [
+        {"type": t, "status": status, **({"reason": reason, "message": message} if reason else {})}
+        for t in ("PredictorConfigurationReady", "PredictorReady", "Ready")
+    ]
 
 
 def _status(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }

@@ -22,14 +22,26 @@ def toy_frame(n: int = 800, seed: int = 0, task: str = "regression") -> pd.DataF
         y = np.where(signal > np.median(signal), "pos", "neg")
     else:
         y = np.select([signal < 1, signal < 4], ["low", "mid"], "high")
-    return pd.DataFrame({
-        "when": pd.date_range("2020-01-01", periods=n, freq="h").astype(str),
-        "a": a, "b": b, "colour": colour, "row_id": np.arange(n), "y": y,
-    })
+    return pd.DataFrame(
+        {
+            "when": pd.date_range("2020-01-01", periods=n, freq="h").astype(str),
+            "a": a,
+            "b": b,
+            "colour": colour,
+            "row_id": np.arange(n),
+            "y": y,
+        }
+    )
 
 
-def write_toy(directory: Path, task: str = "regression", fmt: str = "csv", n: int = 800,
-              frame: pd.DataFrame | None = None, **spec_overrides: object) -> Path:
+def write_toy(
+    directory: Path,
+    task: str = "regression",
+    fmt: str = "csv",
+    n: int = 800,
+    frame: pd.DataFrame | None = None,
+    **spec_overrides: object,
+) -> Path:
     """Write data + spec into ``directory``; returns the spec path."""
     directory.mkdir(parents=True, exist_ok=True)
     df = toy_frame(n, task=task) if frame is None else frame
@@ -39,10 +51,18 @@ def write_toy(directory: Path, task: str = "regression", fmt: str = "csv", n: in
     else:
         df.to_parquet(data, index=False)
     metric = {"regression": "rmse", "binary": "roc_auc", "multiclass": "f1"}[task]
-    spec = {"name": "toy", "source": {"path": data.name}, "time": {"column": "when"},
-            "target": "y", "task": task, "numeric": ["a", "b"], "categorical": ["colour"],
-            "drop": ["row_id"], "metric": metric,
-            "quality": {"min_rows_per_split": 50}}
+    spec = {
+        "name": "toy",
+        "source": {"path": data.name},
+        "time": {"column": "when"},
+        "target": "y",
+        "task": task,
+        "numeric": ["a", "b"],
+        "categorical": ["colour"],
+        "drop": ["row_id"],
+        "metric": metric,
+        "quality": {"min_rows_per_split": 50},
+    }
     if task == "binary":
         spec["positive_label"] = "pos"
     spec.update(spec_overrides)

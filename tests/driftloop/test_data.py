@@ -24,14 +24,20 @@ def test_parquet_source_and_header_less_csv(tmp_path):
     frame = toy_frame(50)
     frame.to_csv(tmp_path / "nohdr.csv", index=False, header=False)
     spec2 = load_spec(write_toy(tmp_path / "h", n=50))
-    spec2 = spec2.model_copy(update={"source": spec2.source.model_copy(update={
-        "path": str(tmp_path / "nohdr.csv"), "names": list(frame.columns)})})
+    spec2 = spec2.model_copy(
+        update={
+            "source": spec2.source.model_copy(
+                update={"path": str(tmp_path / "nohdr.csv"), "names": list(frame.columns)}
+            )
+        }
+    )
     assert load_window(spec2, None, None)["a"].tolist() == pytest.approx(frame["a"].tolist())
 
 
 def test_row_order_time_for_files_without_timestamps(tmp_path):
-    spec = load_spec(write_toy(tmp_path, time={"row_order": {"start": "2008-05-01",
-                                                             "step": "30min"}}))
+    spec = load_spec(
+        write_toy(tmp_path, time={"row_order": {"start": "2008-05-01", "step": "30min"}})
+    )
     df = load_window(spec, None, None)
     assert df[TIME].iloc[0] == pd.Timestamp("2008-05-01")
     assert (df[TIME].diff().dropna() == pd.Timedelta("30min")).all()

@@ -59,26 +59,36 @@ def _deploy(kube, reg, version, canary, **kw):
 def test_canary_then_promote_then_alias(kube, registry):
     kube.add_isvc("m", _uri(registry, 1))
     aliases_at_patch = []  # the production alias each time the cluster was patched
-    kube.on_request = lambda r: r.method == "PATCH" and aliases_at_patch.append(
-        registry.alias("m", "production"))
+    kube.on_request = lambda r: (
+        r.method == "PATCH" and aliases_at_patch.append(registry.alias("m", "production"))
+    )
 
     done = _deploy(kube, registry, 2, canary=10)
 
     assert kube.patches() == [
-        {"spec": {"predictor": {"model": {"storageUri": _uri(registry, 2)},
-                                "canaryTrafficPercent": 10}}},
+        {
+            "spec": {
+                "predictor": {
+                    "model": {"storageUri": _uri(registry, 2)},
+                    "canaryTrafficPercent": 10,
+                }
+            }
+        },
         {"spec": {"predictor": {"canaryTrafficPercent": 100}}},
     ]
     assert {r.content_type for r in kube.requests if r.method == "PATCH"} == {MERGE}
-    assert all(r.path == "/apis/serving.kserve.io/v1beta1/namespaces/driftloop/"
-               "inferenceservices/m" for r in kube.requests)
+    assert all(
+        r.path == "/apis/serving.kserve.io/v1beta1/namespaces/driftloop/inferenceservices/m"
+        for r in kube.requests
+    )
     # The alias moved only after both patches, once all traffic was on the new revision.
     assert aliases_at_patch == [1, 1]
     assert (registry.alias("m", "production"), registry.alias("m", "previous")) == (2, 1)
     status = kube.isvc("m")["status"]["components"]["predictor"]
     assert done.revision == "m-predictor-00002"
-    assert status["traffic"] == [{"revisionName": "m-predictor-00002", "latestRevision": True,
-                                  "percent": 100}]
+    assert status["traffic"] == [
+        {"revisionName": "m-predictor-00002", "latestRevision": True, "percent": 100}
+    ]
     # The merge patch kept the fields it did not name.
     assert kube.isvc("m")["spec"]["predictor"]["model"]["runtime"] == "driftloop"
 
@@ -86,8 +96,16 @@ def test_canary_then_promote_then_alias(kube, registry):
 def test_without_canary_one_patch(kube, registry):
     kube.add_isvc("m", _uri(registry, 1))
     _deploy(kube, registry, 2, canary=100)
-    assert kube.patches() == [{"spec": {"predictor": {
-        "model": {"storageUri": _uri(registry, 2)}, "canaryTrafficPercent": 100}}}]
+    assert kube.patches() == [
+        {
+            "spec": {
+                "predictor": {
+                    "model": {"storageUri": _uri(registry, 2)},
+                    "canaryTrafficPercent": 100,
+                }
+            }
+        }
+    ]
     assert registry.alias("m", "production") == 2
 
 
@@ -98,10 +116,13 @@ def test_version_already_named_is_only_recorded(kube, registry):
     assert registry.alias("m", "production") == 2
 
 
-@pytest.mark.parametrize(("mode", "message"), [
-    ("stuck", "timed out after 0.2s waiting for the canary of v2 to become ready"),
-    ("failing", "failed: RevisionFailed: Revision failed: storage-initializer exited 1"),
-])
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("stuck", "timed out after 0.2s waiting for the canary of v2 to become ready"),
+        ("failing", "failed: RevisionFailed: Revision failed: storage-initializer exited 1"),
+    ],
+)
 def test_canary_not_ready_is_rolled_back_and_alias_stays(kube, registry, mode, message):
     kube.add_isvc("m", _uri(registry, 1))
     kube.revisions = mode
@@ -110,10 +131,19 @@ def test_canary_not_ready_is_rolled_back_and_alias_stays(kube, registry, mode, m
     assert message in str(err.value)
     assert "rolled back to " + _uri(registry, 1) in str(err.value)
     assert kube.patches() == [
-        {"spec": {"predictor": {"model": {"storageUri": _uri(registry, 2)},
-                                "canaryTrafficPercent": 10}}},
-        {"spec": {"predictor": {"model": {"storageUri": _uri(registry, 1)},
-                                "canaryTrafficPercent": 0}}},
+        {
+            "spec": {
+                "predictor": {
+                    "model": {"storageUri": _uri(registry, 2)},
+                    "canaryTrafficPercent": 10,
+                }
+            }
+        },
+        {
+            "spec": {
+                "predictor": {"model": {"storageUri": _uri(registry, 1)}, "canaryTrafficPercent": 0}
+            }
+        },
     ]
     assert kube.isvc("m")["spec"]["predictor"]["model"]["storageUri"] == _uri(registry, 1)
     assert (registry.alias("m", "production"), registry.alias("m", "previous")) == (1, None)
@@ -124,16 +154,26 @@ def test_rollback_patches_previous_version_then_swaps_aliases(kube, registry):
     kube.add_isvc("m", _uri(registry, 2))
     with connect(Configuration(host=kube.host), "m") as isvc:
         assert rollback(registry, isvc) == 1
-    assert kube.patches() == [{"spec": {"predictor": {
-        "model": {"storageUri": _uri(registry, 1)}, "canaryTrafficPercent": 100}}}]
+    assert kube.patches() == [
+        {
+            "spec": {
+                "predictor": {
+                    "model": {"storageUri": _uri(registry, 1)},
+                    "canaryTrafficPercent": 100,
+                }
+            }
+        }
+    ]
     assert kube.requests[0].content_type == MERGE
     assert (registry.alias("m", "production"), registry.alias("m", "previous")) == (1, 2)
 
 
 def test_rollback_without_previous_is_refused(kube, registry):
     kube.add_isvc("m", _uri(registry, 1))
-    with connect(Configuration(host=kube.host), "m") as isvc, \
-            pytest.raises(RegistryError, match="no previous version"):
+    with (
+        connect(Configuration(host=kube.host), "m") as isvc,
+        pytest.raises(RegistryError, match="no previous version"),
+    ):
         rollback(registry, isvc)
     assert kube.requests == []
 
@@ -150,11 +190,14 @@ def test_uncommitted_version_is_refused_before_any_request(kube, registry):
 
 
 def test_missing_inference_service_is_one_clear_error(kube, registry):
-    with connect(Configuration(host=kube.host), "m", namespace="elsewhere") as isvc, \
-            pytest.raises(ConfigError) as err:
+    with (
+        connect(Configuration(host=kube.host), "m", namespace="elsewhere") as isvc,
+        pytest.raises(ConfigError) as err,
+    ):
         deploy(registry, isvc, 2, 10, timeout=1, poll=0.01)
-    assert str(err.value) == ("InferenceService elsewhere/m does not exist: apply manifests/ "
-                              "or pass --isvc/--namespace")
+    assert str(err.value) == (
+        "InferenceService elsewhere/m does not exist: apply manifests/ or pass --isvc/--namespace"
+    )
     assert [r.method for r in kube.requests] == ["GET"]
     assert registry.alias("m", "production") == 1
 
@@ -185,21 +228,42 @@ def test_cli_promote_and_rollback_with_kube(kube, local_registry, kubeconfig, ca
     kube.add_isvc("bike", _uri(registry, 1))
     kube.ready_after = 1  # ready at the first look: the CLI polls every 5 s
     store = registry.store.uri
-    code, out, err = _cli(capsys, "--store", store, "models", "promote", "m", "2", "--kube",
-                          "--context", "lab", "--isvc", "bike", "--canary", "25")
+    code, out, err = _cli(
+        capsys,
+        "--store",
+        store,
+        "models",
+        "promote",
+        "m",
+        "2",
+        "--kube",
+        "--context",
+        "lab",
+        "--isvc",
+        "bike",
+        "--canary",
+        "25",
+    )
     assert (code, err) == (0, []) and out[-1].endswith("production -> v2")
     assert [p["spec"]["predictor"].get("canaryTrafficPercent") for p in kube.patches()] == [25, 100]
     assert kube.requests[0].path.endswith("/namespaces/driftloop/inferenceservices/bike")
-    code, out, err = _cli(capsys, "--store", store, "models", "rollback", "m", "--kube",
-                          "--isvc", "bike")
+    code, out, err = _cli(
+        capsys, "--store", store, "models", "rollback", "m", "--kube", "--isvc", "bike"
+    )
     assert (code, err) == (0, []) and "production -> v1 (rolled back)" in out[-1]
-    assert kube.patches()[-1] == {"spec": {"predictor": {
-        "model": {"storageUri": _uri(registry, 1)}, "canaryTrafficPercent": 100}}}
+    assert kube.patches()[-1] == {
+        "spec": {
+            "predictor": {"model": {"storageUri": _uri(registry, 1)}, "canaryTrafficPercent": 100}
+        }
+    }
     # Not found: one line on stderr, exit 1, registry untouched.
-    code, out, err = _cli(capsys, "--store", store, "models", "promote", "m", "2", "--kube",
-                          "--isvc", "nope")
-    assert code == 1 and err == ["driftloop: error: InferenceService driftloop/nope does not "
-                                 "exist: apply manifests/ or pass --isvc/--namespace"]
+    code, out, err = _cli(
+        capsys, "--store", store, "models", "promote", "m", "2", "--kube", "--isvc", "nope"
+    )
+    assert code == 1 and err == [
+        "driftloop: error: InferenceService driftloop/nope does not "
+        "exist: apply manifests/ or pass --isvc/--namespace"
+    ]
     assert registry.alias("m", "production") == 1
 
 

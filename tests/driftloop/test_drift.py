@@ -1,6 +1,6 @@
 """driftloop.drift: decisions equal Evidently's DataDriftPreset; errors name the column.
 
-    .venv/bin/python -m pytest -q tests/driftloop/test_drift.py
+.venv/bin/python -m pytest -q tests/driftloop/test_drift.py
 """
 
 from __future__ import annotations
@@ -26,28 +26,41 @@ from driftloop.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = {
-    "model": "toy", "task": "regression", "target": "y",
+    "model": "toy",
+    "task": "regression",
+    "target": "y",
     "features": [
-        {"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"},
+        {"name": "a", "kind": "numeric"},
+        {"name": "b", "kind": "numeric"},
         {"name": "flag", "kind": "numeric"},  # 0/1: few distinct values -> JS (or Z/chi)
-        {"name": "colour", "kind": "categorical"}, {"name": "size", "kind": "categorical"},
+        {"name": "colour", "kind": "categorical"},
+        {"name": "size", "kind": "categorical"},
     ],
 }
 
 
-def frame(n: int, seed: int, shift_a: float = 0.0, colours: tuple = (0.5, 0.3, 0.2),
-          p_flag: float = 0.3, shift_pred: float = 0.0) -> pd.DataFrame:
+def frame(
+    n: int,
+    seed: int,
+    shift_a: float = 0.0,
+    colours: tuple = (0.5, 0.3, 0.2),
+    p_flag: float = 0.3,
+    shift_pred: float = 0.0,
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     a = rng.normal(shift_a, 1, n)
     a[rng.random(n) < 0.01] = np.nan  # a few missing values, dropped as Evidently does
-    return pd.DataFrame({
-        "a": a, "b": rng.uniform(0, 10, n).round(1),
-        "flag": (rng.random(n) < p_flag).astype(float),
-        "colour": rng.choice(["red", "green", "blue"], n, p=colours),
-        "size": rng.choice(["s", "m", "l", "xl"], n),
-        PREDICTION: rng.normal(shift_pred, 1, n),
-        "y": rng.normal(0, 1, n),
-    })
+    return pd.DataFrame(
+        {
+            "a": a,
+            "b": rng.uniform(0, 10, n).round(1),
+            "flag": (rng.random(n) < p_flag).astype(float),
+            "colour": rng.choice(["red", "green", "blue"], n, p=colours),
+            "size": rng.choice(["s", "m", "l", "xl"], n),
+            PREDICTION: rng.normal(shift_pred, 1, n),
+            "y": rng.normal(0, 1, n),
+        }
+    )
 
 
 def evidently_run(ref: pd.DataFrame, cur: pd.DataFrame, tmp_path: Path) -> dict:
@@ -58,8 +71,11 @@ def assert_same(ours, theirs: dict) -> None:
     """Per-column test name, score and drifted flag; the share and the dataset decision."""
     for name, d in [*ours.columns.items(), (PREDICTION, ours.prediction)]:
         t = theirs["columns"][name]
-        assert (d.stattest, d.drifted, d.threshold) == (t["stattest"], t["drifted"],
-                                                       t["threshold"]), name
+        assert (d.stattest, d.drifted, d.threshold) == (
+            t["stattest"],
+            t["drifted"],
+            t["threshold"],
+        ), name
         assert d.score == pytest.approx(t["score"], rel=1e-9, abs=1e-12), name
     assert ours.drifted_share == pytest.approx(theirs["drifted_share"])
     assert ours.dataset_drift == theirs["dataset_drift"]
@@ -89,14 +105,22 @@ def test_decisions_equal_evidently(seed: int, n_ref: int, tmp_path: Path) -> Non
     rng = np.random.default_rng(seed)
     ref = frame(n_ref, seed)
     # Small random shifts straddle the thresholds, so both outcomes get exercised.
-    cur = frame(1500, seed + 100, shift_a=rng.uniform(0, 0.3), p_flag=rng.uniform(0.25, 0.4),
-                colours=(0.4, 0.3, 0.3) if seed % 2 else (0.5, 0.3, 0.2),
-                shift_pred=rng.uniform(0, 0.3))
+    cur = frame(
+        1500,
+        seed + 100,
+        shift_a=rng.uniform(0, 0.3),
+        p_flag=rng.uniform(0.25, 0.4),
+        colours=(0.4, 0.3, 0.3) if seed % 2 else (0.5, 0.3, 0.2),
+        shift_pred=rng.uniform(0, 0.3),
+    )
     ours = column_drift(reference_statistics(ref, SCHEMA), cur, SCHEMA)
     assert_same(ours, evidently_run(ref, cur, tmp_path)["drift"])
     if n_ref < 1000:
-        assert {d.stattest for d in ours.columns.values()} >= {"K-S p_value", "Z-test p_value",
-                                                               "chi-square p_value"}
+        assert {d.stattest for d in ours.columns.values()} >= {
+            "K-S p_value",
+            "Z-test p_value",
+            "chi-square p_value",
+        }
 
 
 def test_majority_drift_is_dataset_drift_like_evidently(tmp_path: Path) -> None:
@@ -132,10 +156,13 @@ def test_missing_column_is_named() -> None:
         column_drift(frame(2000, 1), frame(500, 2).drop(columns=PREDICTION), SCHEMA)
 
 
-@pytest.mark.parametrize(("column", "values"), [
-    ("a", "text"),  # strings in a numeric column
-    ("colour", 3),  # numbers in a categorical column
-])
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        ("a", "text"),  # strings in a numeric column
+        ("colour", 3),  # numbers in a categorical column
+    ],
+)
 def test_type_mismatch_is_named(column: str, values: object) -> None:
     cur = frame(500, 2).assign(**{column: values})
     with pytest.raises(DataError, match=column):
@@ -183,8 +210,10 @@ def bike() -> tuple[dict, dict, pd.DataFrame]:
 
     spec = load_spec(ROOT / "data" / "bike_sharing.yaml")
     y2011 = load_window(spec, "2011-01-01", "2012-01-01")
-    schema = {"features": [{"name": c, "kind": "numeric"} for c in spec.numeric]
-              + [{"name": c, "kind": "categorical"} for c in spec.categorical]}
+    schema = {
+        "features": [{"name": c, "kind": "numeric"} for c in spec.numeric]
+        + [{"name": c, "kind": "categorical"} for c in spec.categorical]
+    }
     # Reference: a random half of 2011 (Jan-Dec); held out: the other half.
     idx = np.random.default_rng(0).permutation(len(y2011))
     ref, held = y2011.iloc[idx[: len(idx) // 2]], y2011.iloc[idx[len(idx) // 2 :]]

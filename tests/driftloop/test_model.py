@@ -56,8 +56,9 @@ def test_training_beats_dumb_baseline_and_is_deterministic(toy):
     r2 = train_model(s, spec, FAST)
     test_rmse = evaluate(r1.model, s.test, spec)["rmse"]
     assert test_rmse < 0.5 * baselines(s, spec)["dumb"]["rmse"]
-    for (k, v1), v2 in zip(r1.model.net.state_dict().items(),
-                           r2.model.net.state_dict().values(), strict=True):
+    for (k, v1), v2 in zip(
+        r1.model.net.state_dict().items(), r2.model.net.state_dict().values(), strict=True
+    ):
         assert torch.equal(v1, v2), k
 
 
@@ -97,5 +98,6 @@ def test_search_space_sampling_and_params_from_kfp():
     hp = HParams.parse({"hidden": 64.0, "layers": 2.0, "lr": 0.01})
     assert hp.hidden == 64 and isinstance(hp.hidden, int) and hp.lr == 0.01
     from driftloop.errors import ConfigError
+
     with pytest.raises(ConfigError, match="unknown hyperparameter"):
         HParams.parse({"hiden": 3})

@@ -1,6 +1,6 @@
 """driftloop.policy: each rule, hysteresis, cooldown, in-flight, min_rows, YAML loading.
 
-    .venv/bin/python -m pytest -q tests/driftloop/test_policy.py
+.venv/bin/python -m pytest -q tests/driftloop/test_policy.py
 """
 
 from __future__ import annotations
@@ -17,17 +17,34 @@ T0 = datetime(2012, 1, 1)
 HOUR = timedelta(hours=1)
 
 
-def win(i: int = 0, rows: int = 1000, share: float = 0.0, cols: tuple = (),
-        pred: bool = False, quality: dict | None = None, baseline: dict | None = None
-        ) -> WindowSummary:
+def win(
+    i: int = 0,
+    rows: int = 1000,
+    share: float = 0.0,
+    cols: tuple = (),
+    pred: bool = False,
+    quality: dict | None = None,
+    baseline: dict | None = None,
+) -> WindowSummary:
     start = T0 + i * 24 * HOUR
     return WindowSummary(start, start + 24 * HOUR, rows, share, list(cols), pred, quality, baseline)
 
 
-def run(policy: DriftPolicy, current: WindowSummary, history: list | None = None,
-        last: datetime | None = None, in_flight: bool = False):  # noqa: ANN201
-    return decide(policy, history or [], current, now=current.end, last_trigger_time=last,
-                  run_in_flight=in_flight)
+def run(
+    policy: DriftPolicy,
+    current: WindowSummary,
+    history: list | None = None,
+    last: datetime | None = None,
+    in_flight: bool = False,
+):  # noqa: ANN201
+    return decide(
+        policy,
+        history or [],
+        current,
+        now=current.end,
+        last_trigger_time=last,
+        run_in_flight=in_flight,
+    )
 
 
 def test_quiet_window_does_not_trigger() -> None:
@@ -50,7 +67,8 @@ def test_key_feature_drift_triggers() -> None:
 
 def test_prediction_drift_triggers_unless_disabled() -> None:
     assert run(DriftPolicy(on_prediction_drift=True), win(pred=True)).reasons == [
-        "prediction drift"]
+        "prediction drift"
+    ]
     assert not run(DriftPolicy(), win(pred=True)).trigger  # off by default: noisy alone
 
 
@@ -64,10 +82,13 @@ def test_quality_drop_relative_to_test_metric() -> None:
     assert not run(DriftPolicy(), win(quality={"roc_auc": 0.95, "rows": 500}, baseline=auc)).trigger
     # Too few labelled rows, or the rule disabled, or another metric chosen: no trigger.
     assert not run(DriftPolicy(), win(quality={"rmse": 90.0, "rows": 20}, baseline=base)).trigger
-    assert not run(DriftPolicy(max_quality_drop=None),
-                   win(quality={"rmse": 90.0, "rows": 500}, baseline=base)).trigger
-    assert not run(DriftPolicy(quality_metric="r2"),
-                   win(quality={"rmse": 90.0, "r2": 0.79, "rows": 500}, baseline=base)).trigger
+    assert not run(
+        DriftPolicy(max_quality_drop=None), win(quality={"rmse": 90.0, "rows": 500}, baseline=base)
+    ).trigger
+    assert not run(
+        DriftPolicy(quality_metric="r2"),
+        win(quality={"rmse": 90.0, "r2": 0.79, "rows": 500}, baseline=base),
+    ).trigger
 
 
 def test_min_rows_blocks_small_windows() -> None:
@@ -108,23 +129,31 @@ def test_load_policy_from_yaml(tmp_path: Path) -> None:
     p = tmp_path / "policy.yaml"
     p.write_text("drift_share: 0.3\nkey_features: [hr]\nconsecutive_windows: 2\ncooldown: 2d\n")
     policy = load_policy(p)
-    assert (policy.drift_share, policy.key_features, policy.consecutive_windows,
-            policy.cooldown) == (0.3, ["hr"], 2, timedelta(days=2))
+    assert (
+        policy.drift_share,
+        policy.key_features,
+        policy.consecutive_windows,
+        policy.cooldown,
+    ) == (0.3, ["hr"], 2, timedelta(days=2))
     p.write_text("cooldown: PT6H\n")
     assert load_policy(p).cooldown == timedelta(hours=6)
     p.write_text("")
     assert load_policy(p) == DriftPolicy()
 
 
-@pytest.mark.parametrize(("text", "field"), [
-    ("drift_share: 1.5\n", "drift_share"),
-    ("consecutive_windows: 0\n", "consecutive_windows"),
-    ("cooldown: soon\n", "cooldown"),
-    ("drift_shar: 0.5\n", "drift_shar"),
-    ("- a list\n", "mapping"),
-])
-def test_bad_policy_is_a_config_error_naming_the_field(tmp_path: Path, text: str,
-                                                       field: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("drift_share: 1.5\n", "drift_share"),
+        ("consecutive_windows: 0\n", "consecutive_windows"),
+        ("cooldown: soon\n", "cooldown"),
+        ("drift_shar: 0.5\n", "drift_shar"),
+        ("- a list\n", "mapping"),
+    ],
+)
+def test_bad_policy_is_a_config_error_naming_the_field(
+    tmp_path: Path, text: str, field: str
+) -> None:
     p = tmp_path / "policy.yaml"
     p.write_text(text)
     with pytest.raises(ConfigError, match=field):

@@ -66,8 +66,9 @@ def test_concurrent_registrations_get_distinct_versions(store, tmp_path):
     reg = Registry(store)
     dirs = [_version_dir(tmp_path, str(i)) for i in range(4)]
     refs: list[VersionRef] = []
-    threads = [threading.Thread(target=lambda d=d: refs.append(reg.register("m", d, {})))
-               for d in dirs]
+    threads = [
+        threading.Thread(target=lambda d=d: refs.append(reg.register("m", d, {}))) for d in dirs
+    ]
     for t in threads:
         t.start()
     for t in threads:

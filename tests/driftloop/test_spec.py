@@ -40,8 +40,11 @@ metric: rmse
     ],
 )
 def test_bad_specs_name_the_problem(tmp_path, extra, message):
-    lines = [line for line in BASE.strip().splitlines()
-             if line.split(":")[0] not in {e.split(":")[0] for e in extra.splitlines()}]
+    lines = [
+        line
+        for line in BASE.strip().splitlines()
+        if line.split(":")[0] not in {e.split(":")[0] for e in extra.splitlines()}
+    ]
     path = tmp_path / "spec.yaml"
     path.write_text("\n".join(lines) + "\n" + extra)
     with pytest.raises(ConfigError, match=message):

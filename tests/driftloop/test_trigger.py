@@ -25,11 +25,15 @@ class FakeKfp:
 
 
 def _trigger(window_end="2012-02-01T00:00:00"):
-    return Trigger(id=trigger_id("bike", window_end), model="bike", version=1,
-                   reason=["drifted share 0.6 >= 0.5"],
-                   window={"start": "2012-01-01", "end": window_end},
-                   evidence={"report": "monitoring/bike/windows/x/report.html"},
-                   train_window={"start": "2011-08-01", "end": window_end})
+    return Trigger(
+        id=trigger_id("bike", window_end),
+        model="bike",
+        version=1,
+        reason=["drifted share 0.6 >= 0.5"],
+        window={"start": "2012-01-01", "end": window_end},
+        evidence={"report": "monitoring/bike/windows/x/report.html"},
+        train_window={"start": "2011-08-01", "end": window_end},
+    )
 
 
 def test_trigger_id_is_deterministic_per_window():
@@ -78,8 +82,11 @@ def test_unreachable_kfp_fails_the_trigger_then_retry_starts_one_run(store, tmp_
     log = TriggerLog(store, "bike")
     trig = _trigger()
     log.create(trig)
-    dead = KfpBackend(host=f"http://127.0.0.1:{free_port()}",
-                      spec_path=str(ROOT / "data" / "bike_sharing.yaml"), store_uri=store.uri)
+    dead = KfpBackend(
+        host=f"http://127.0.0.1:{free_port()}",
+        spec_path=str(ROOT / "data" / "bike_sharing.yaml"),
+        store_uri=store.uri,
+    )
     failed = fire(log, trig, dead)
     assert failed.status == "failed" and failed.attempts == 1
     assert f"cannot start a run on {dead.host}" in failed.error
@@ -96,8 +103,9 @@ def test_unreachable_kfp_fails_the_trigger_then_retry_starts_one_run(store, tmp_
 
 
 def test_expired_lease_is_taken_over(store, monkeypatch):
-    import driftloop.trigger as trigger_module
     from datetime import timedelta
+
+    import driftloop.trigger as trigger_module
 
     log = TriggerLog(store, "bike")
     monkeypatch.setattr(trigger_module, "LEASE_TTL", timedelta(seconds=-1))

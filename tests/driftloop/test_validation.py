@@ -48,8 +48,9 @@ def test_too_few_rows_per_split_fails(tmp_path):
 def test_target_range_and_duplicates(tmp_path):
     frame = toy_frame()
     frame.loc[frame.index[:5], "y"] = -1.0
-    failures = _report(tmp_path, frame, quality={"target_min": 0, "min_rows_per_split": 50}
-                       ).failures
+    failures = _report(
+        tmp_path, frame, quality={"target_min": 0, "min_rows_per_split": 50}
+    ).failures
     assert [(c.name, c.column) for c in failures] == [("target range", "y")]
     dup = toy_frame(400)
     dup = dup.loc[dup.index.repeat(2)].reset_index(drop=True)

@@ -21,27 +21,42 @@ from tests.conftest import ROOT, free_port
 
 REQ = "org.kubeflow.serving.inference.request"
 RESP = "org.kubeflow.serving.inference.response"
-SCHEMA = {"features": [{"name": "temp", "kind": "numeric", "datatype": "FP64"},
-                       {"name": "season", "kind": "categorical", "datatype": "BYTES"}]}
+SCHEMA = {
+    "features": [
+        {"name": "temp", "kind": "numeric", "datatype": "FP64"},
+        {"name": "season", "kind": "categorical", "datatype": "BYTES"},
+    ]
+}
 
 
 def headers(ce_type: str, rid: str, endpoint: str = "default", **extra: str) -> dict[str, str]:
     """Binary-mode CloudEvent headers as KServe's logger sends them."""
-    return {"ce-specversion": "1.0", "ce-type": ce_type, "ce-id": rid,
-            "ce-source": "http://localhost:9081/", "ce-time": "2024-05-01T10:00:00Z",
-            "ce-inferenceservicename": "bike", "ce-namespace": "ml", "ce-component": "predictor",
-            "ce-endpoint": endpoint, "content-type": "application/json", **extra}
+    return {
+        "ce-specversion": "1.0",
+        "ce-type": ce_type,
+        "ce-id": rid,
+        "ce-source": "http://localhost:9081/",
+        "ce-time": "2024-05-01T10:00:00Z",
+        "ce-inferenceservicename": "bike",
+        "ce-namespace": "ml",
+        "ce-component": "predictor",
+        "ce-endpoint": endpoint,
+        "content-type": "application/json",
+        **extra,
+    }
 
 
 def as_asgi(h: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode(), v.encode()) for k, v in h.items()]
 
 
-def v1_pair(rid: str, n: int = 1, model: str = "bike", version: str = "1"
-            ) -> tuple[dict, dict]:
+def v1_pair(rid: str, n: int = 1, model: str = "bike", version: str = "1") -> tuple[dict, dict]:
     req = {"instances": [{"temp": 10.0 + i, "season": "summer"} for i in range(n)]}
-    resp = {"predictions": [100.0 + i for i in range(n)], "model_name": model,
-            "model_version": version}
+    resp = {
+        "predictions": [100.0 + i for i in range(n)],
+        "model_name": model,
+        "model_version": version,
+    }
     return req, resp
 
 
@@ -56,9 +71,13 @@ def register_fake(store: Store, tmp: Path, model: str = "bike") -> VersionRef:
 def settings_env(settings: Settings) -> dict[str, str]:
     env = {"DRIFTLOOP_STORE_URI": settings.store_uri, "PYTHONPATH": str(ROOT)}
     if settings.s3_endpoint:
-        env |= {"DRIFTLOOP_S3_ENDPOINT": settings.s3_endpoint, "DRIFTLOOP_S3_SECURE": "false",
-                "DRIFTLOOP_S3_ACCESS_KEY": "test", "DRIFTLOOP_S3_SECRET_KEY": "test",
-                "DRIFTLOOP_S3_REGION": "us-east-1"}
+        env |= {
+            "DRIFTLOOP_S3_ENDPOINT": settings.s3_endpoint,
+            "DRIFTLOOP_S3_SECURE": "false",
+            "DRIFTLOOP_S3_ACCESS_KEY": "test",
+            "DRIFTLOOP_S3_SECRET_KEY": "test",
+            "DRIFTLOOP_S3_REGION": "us-east-1",
+        }
     return env
 
 
@@ -98,8 +117,12 @@ def collector(settings: Settings, *args: str) -> Iterator[Running]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitoring.collector", "--port", str(port), *args],
-        env={**os.environ, **settings_env(settings)}, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env={**os.environ, **settings_env(settings)},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     running = Running(proc, port)
     try:
         deadline = time.monotonic() + 30

@@ -59,19 +59,39 @@ def test_v2_tensors_and_classification_outputs(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     register_fake(store, tmp_path)
     c = Collector(store)
-    per_feature = {"id": "x", "inputs": [
-        {"name": "temp", "shape": [2], "datatype": "FP64", "data": [1.5, 2.5]},
-        {"name": "season", "shape": [2], "datatype": "BYTES", "data": ["fall", "spring"]}],
-        "parameters": {"timestamp": "2024-03-01T00:00:00Z"}}
-    one_tensor = {"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "BYTES",
-                              "data": [[7, "summer"]]}]}
-    out = {"id": "x", "model_name": "bike", "model_version": "1", "outputs": [
-        {"name": "prediction", "shape": [2], "datatype": "BYTES", "data": ["yes", "no"]},
-        {"name": "probability", "shape": [2], "datatype": "FP64", "data": [0.9, 0.2]},
-        {"name": "rules_fired", "shape": [2], "datatype": "BYTES",
-         "data": [json.dumps(["cap"]), json.dumps([])]}]}
-    out1 = {"model_name": "bike", "model_version": "1", "outputs": [
-        {"name": "prediction", "shape": [1], "datatype": "FP64", "data": [42.0]}]}
+    per_feature = {
+        "id": "x",
+        "inputs": [
+            {"name": "temp", "shape": [2], "datatype": "FP64", "data": [1.5, 2.5]},
+            {"name": "season", "shape": [2], "datatype": "BYTES", "data": ["fall", "spring"]},
+        ],
+        "parameters": {"timestamp": "2024-03-01T00:00:00Z"},
+    }
+    one_tensor = {
+        "inputs": [
+            {"name": "input-0", "shape": [1, 2], "datatype": "BYTES", "data": [[7, "summer"]]}
+        ]
+    }
+    out = {
+        "id": "x",
+        "model_name": "bike",
+        "model_version": "1",
+        "outputs": [
+            {"name": "prediction", "shape": [2], "datatype": "BYTES", "data": ["yes", "no"]},
+            {"name": "probability", "shape": [2], "datatype": "FP64", "data": [0.9, 0.2]},
+            {
+                "name": "rules_fired",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": [json.dumps(["cap"]), json.dumps([])],
+            },
+        ],
+    }
+    out1 = {
+        "model_name": "bike",
+        "model_version": "1",
+        "outputs": [{"name": "prediction", "shape": [1], "datatype": "FP64", "data": [42.0]}],
+    }
     for rid, req, resp in [("p", per_feature, out), ("t", one_tensor, out1)]:
         assert post(c, REQ, rid, req)[0] == 200 and post(c, RESP, rid, resp)[0] == 200
     assert flush(c) == 3
@@ -82,16 +102,20 @@ def test_v2_tensors_and_classification_outputs(tmp_path: Path) -> None:
     assert df.loc[("t", 0), "temp"] == 7.0 and df.loc[("t", 0), "prediction"] == 42.0
 
 
-@pytest.mark.parametrize(("hdr", "body", "error"), [
-    ({}, b"{not json", "not valid JSON"),
-    ({"ce-type": "org.example.other"}, b"{}", "ce-type"),
-    ({"ce-id": ""}, b'{"instances": []}', "ce-id"),
-    ({}, b"[1, 2]", "JSON object"),
-    ({}, b'{"rows": [1]}', "instances"),
-    ({"ce-endpoint": "../../etc"}, b'{"instances": []}', "ce-endpoint"),
-])
-def test_malformed_events_are_400_and_counted(tmp_path: Path, hdr: dict, body: bytes,
-                                              error: str) -> None:
+@pytest.mark.parametrize(
+    ("hdr", "body", "error"),
+    [
+        ({}, b"{not json", "not valid JSON"),
+        ({"ce-type": "org.example.other"}, b"{}", "ce-type"),
+        ({"ce-id": ""}, b'{"instances": []}', "ce-id"),
+        ({}, b"[1, 2]", "JSON object"),
+        ({}, b'{"rows": [1]}', "instances"),
+        ({"ce-endpoint": "../../etc"}, b'{"instances": []}', "ce-endpoint"),
+    ],
+)
+def test_malformed_events_are_400_and_counted(
+    tmp_path: Path, hdr: dict, body: bytes, error: str
+) -> None:
     c = Collector(LocalStore(tmp_path))
     status, out = c.receive_event(as_asgi(headers(REQ, "r", **hdr)), body)
     assert status == 400 and error in json.loads(out)["error"] and b"\n" not in out

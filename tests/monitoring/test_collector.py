@@ -53,12 +53,29 @@ def test_s3_store_logs_and_labels(s3_settings: Settings) -> None:
     store = open_store(s3_settings)
     with collector(s3_settings) as c:
         c.send_pair("s3-a", n=2)
-        assert c.send(RESP, "s3-b", {"predictions": ["yes"], "probabilities": [0.7],
-                                     "model_name": "bike", "model_version": "2"}
-                      ).status_code == 200
+        assert (
+            c.send(
+                RESP,
+                "s3-b",
+                {
+                    "predictions": ["yes"],
+                    "probabilities": [0.7],
+                    "model_name": "bike",
+                    "model_version": "2",
+                },
+            ).status_code
+            == 200
+        )
         assert c.send(REQ, "s3-b", {"instances": [{"temp": 3, "season": "x"}]}).status_code == 200
-        r = c.http.post("/labels", json={"model": "bike", "labels": [
-            {"request_id": "s3-a", "row": 1, "label": 120.0, "time": "2024-05-02T00:00:00Z"}]})
+        r = c.http.post(
+            "/labels",
+            json={
+                "model": "bike",
+                "labels": [
+                    {"request_id": "s3-a", "row": 1, "label": 120.0, "time": "2024-05-02T00:00:00Z"}
+                ],
+            },
+        )
         assert r.status_code == 200 and r.json()["written"] == 1
         bad = c.http.post("/labels", json={"model": "bike", "labels": [{"row": 0}]})
         assert bad.status_code == 400 and "request_id" in bad.json()["error"]

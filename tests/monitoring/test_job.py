@@ -63,10 +63,21 @@ def test_in_distribution_stream_over_50_windows_never_triggers(served):
         sample = train.iloc[rng.choice(len(train), 300, replace=False)]
         w0 = start + timedelta(days=w)
         _log(store, schema, model, sample, w0, timedelta(minutes=4))
-        results.append(run_window(store, MODEL, w0, w0 + timedelta(days=1),
-                                  policy=DriftPolicy(), backend=kfp, report_rows=0))
+        results.append(
+            run_window(
+                store,
+                MODEL,
+                w0,
+                w0 + timedelta(days=1),
+                policy=DriftPolicy(),
+                backend=kfp,
+                report_rows=0,
+            )
+        )
     assert [r.rows for r in results] == [300] * 50
-    fired = [(r.window_id, r.drifted_share, r.drifted_columns, r.reasons) for r in results if r.trigger]
+    fired = [
+        (r.window_id, r.drifted_share, r.drifted_columns, r.reasons) for r in results if r.trigger
+    ]
     assert fired == [] and kfp.runs == {}
     assert max(r.drifted_share for r in results) < 0.5
 
@@ -78,15 +89,23 @@ def test_2012_traffic_triggers_in_its_first_full_window_exactly_once(served, tmp
     # Delayed ground truth for the first window's rows arrives through the labels API.
     from driftloop.payloads import write_labels
 
-    write_labels(store, MODEL, [{"request_id": f"20120101-{i}", "label": float(y)}
-                                for i, y in enumerate(jan["cnt"].iloc[:336])])
+    write_labels(
+        store,
+        MODEL,
+        [
+            {"request_id": f"20120101-{i}", "label": float(y)}
+            for i, y in enumerate(jan["cnt"].iloc[:336])
+        ],
+    )
     kfp = FakeKfp()
-    first = run_window(store, MODEL, datetime(2012, 1, 1), datetime(2012, 1, 15),
-                       policy=DriftPolicy(), backend=kfp)
+    first = run_window(
+        store, MODEL, datetime(2012, 1, 1), datetime(2012, 1, 15), policy=DriftPolicy(), backend=kfp
+    )
     assert first.trigger and first.trigger_status == "running", first.reasons
     assert {"yr", "season", "mnth"} <= set(first.drifted_columns)
-    expected = np.sqrt(np.mean((model.predict(jan.iloc[:336])["value"]
-                                - jan["cnt"].iloc[:336]) ** 2))
+    expected = np.sqrt(
+        np.mean((model.predict(jan.iloc[:336])["value"] - jan["cnt"].iloc[:336]) ** 2)
+    )
     assert first.quality["rows"] == 336
     assert first.quality["rmse"] == pytest.approx(expected, rel=1e-6)
     summary = store.get_json(f"monitoring/{MODEL}/windows/{first.window_id}/summary.json")
@@ -94,8 +113,15 @@ def test_2012_traffic_triggers_in_its_first_full_window_exactly_once(served, tmp
     assert store.exists(first.report_key)
     assert len(kfp.runs) == 1
     # The next window drifts too, but a run is in flight: no second run.
-    second = run_window(store, MODEL, datetime(2012, 1, 15), datetime(2012, 1, 29),
-                        policy=DriftPolicy(), backend=kfp, report_rows=0)
+    second = run_window(
+        store,
+        MODEL,
+        datetime(2012, 1, 15),
+        datetime(2012, 1, 29),
+        policy=DriftPolicy(),
+        backend=kfp,
+        report_rows=0,
+    )
     assert not second.trigger and "a triggered run is still in flight" in second.reasons
     assert len(kfp.runs) == 1
 
@@ -103,8 +129,14 @@ def test_2012_traffic_triggers_in_its_first_full_window_exactly_once(served, tmp
 def test_garbage_windows_are_clear_errors(served, tmp_path):
     store, spec, schema, model = served
     with pytest.raises(DataError, match="empty window: no logged requests"):
-        run_window(store, MODEL, datetime(2040, 1, 1), datetime(2040, 1, 2),
-                   policy=DriftPolicy(), backend=None)
+        run_window(
+            store,
+            MODEL,
+            datetime(2040, 1, 1),
+            datetime(2040, 1, 2),
+            policy=DriftPolicy(),
+            backend=None,
+        )
     # Logs whose columns do not match the version's schema.
     bad_schema = {**schema, "features": [f for f in schema["features"] if f["name"] != "hum"]}
     rows = load_window(spec, "2011-03-01", "2011-03-10").drop(columns=["hum"])
@@ -112,11 +144,23 @@ def test_garbage_windows_are_clear_errors(served, tmp_path):
     rows[TIME] = datetime(2041, 1, 1)
     write_log_frame(store, MODEL, 1, "default", bad_schema, rows)
     with pytest.raises(DataError, match=r"lack feature column\(s\) \['hum'\]"):
-        run_window(store, MODEL, datetime(2041, 1, 1), datetime(2041, 1, 2),
-                   policy=DriftPolicy(), backend=None)
+        run_window(
+            store,
+            MODEL,
+            datetime(2041, 1, 1),
+            datetime(2041, 1, 2),
+            policy=DriftPolicy(),
+            backend=None,
+        )
     # A corrupt Parquet file in the window.
     store.put(f"logs/{MODEL}/v1/default/date=2042-01-01/broken.parquet", b"not parquet")
     with pytest.raises(DataError, match="broken.parquet"):
-        run_window(store, MODEL, datetime(2042, 1, 1), datetime(2042, 1, 2),
-                   policy=DriftPolicy(), backend=None)
+        run_window(
+            store,
+            MODEL,
+            datetime(2042, 1, 1),
+            datetime(2042, 1, 2),
+            policy=DriftPolicy(),
+            backend=None,
+        )
     assert Registry(store).alias(MODEL, "production") == 1

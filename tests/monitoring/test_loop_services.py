@@ -28,11 +28,13 @@ def _register(store, spec, tmp, start, end):
     """Train one short trial and register + promote it (no gate: any version will do)."""
     tmp.mkdir()
     steps.ingest(spec, start, end, tmp / "data.parquet")
-    steps.split(tmp / "data.parquet", spec, tmp / "train.parquet", tmp / "val.parquet",
-                tmp / "test.parquet")
+    steps.split(
+        tmp / "data.parquet", spec, tmp / "train.parquet", tmp / "val.parquet", tmp / "test.parquet"
+    )
     steps.train_trial(tmp / "train.parquet", tmp / "val.parquet", spec, TRIAL[0], tmp / "m")
-    return steps.register(tmp / "m", tmp / "train.parquet", tmp / "test.parquet", spec, store,
-                          {}, promote=True)
+    return steps.register(
+        tmp / "m", tmp / "train.parquet", tmp / "test.parquet", spec, store, {}, promote=True
+    )
 
 
 def test_served_requests_land_in_the_store_and_promotion_hot_swaps(demo_paths):
@@ -40,8 +42,10 @@ def test_served_requests_land_in_the_store_and_promotion_hot_swaps(demo_paths):
     spec = load_spec(ROOT / "data" / "bike_sharing.yaml")
     ref = _register(store, spec, demo_paths / "v1", "2011-01-01", "2011-04-01")
     rows = load_window(spec, "2012-01-01", "2012-01-03")
-    with demo.services(store.uri) as (collector, predictor), \
-            demo.Replay(predictor, collector, spec.features) as replay:
+    with (
+        demo.services(store.uri) as (collector, predictor),
+        demo.Replay(predictor, collector, spec.features) as replay,
+    ):
         served = replay.window(rows)
         replay.labels(served)
         replay.wait_flushed()

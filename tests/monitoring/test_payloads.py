@@ -21,13 +21,26 @@ from driftloop.payloads import (
 from driftloop.store import Store
 
 
-def write_day(store: Store, day: str, rid: str, endpoint: str = "default", version: int = 1
-              ) -> str:
+def write_day(store: Store, day: str, rid: str, endpoint: str = "default", version: int = 1) -> str:
     t = datetime.fromisoformat(f"{day}T12:00:00")
-    rows = [{"request_id": rid, "row": i, "event_time": t, "received_at": t, "model": "m",
-             "version": version, "endpoint": endpoint, "inference_service": "m",
-             "namespace": "ns", "x": float(i), "prediction": 0.5, "label": "yes",
-             "rules_fired": "[]"} for i in range(2)]
+    rows = [
+        {
+            "request_id": rid,
+            "row": i,
+            "event_time": t,
+            "received_at": t,
+            "model": "m",
+            "version": version,
+            "endpoint": endpoint,
+            "inference_service": "m",
+            "namespace": "ns",
+            "x": float(i),
+            "prediction": 0.5,
+            "label": "yes",
+            "rules_fired": "[]",
+        }
+        for i in range(2)
+    ]
     table = pa.Table.from_pylist(rows, schema=log_schema({"x": "numeric"}))
     key = log_key("m", version, endpoint, date.fromisoformat(day))
     store.put(key, to_parquet(table))
@@ -59,11 +72,15 @@ def test_corrupt_parquet_is_a_data_error_naming_the_file(store: Store) -> None:
 
 def test_labels_round_trip_and_join(store: Store) -> None:
     write_day(store, "2024-01-01", "a")
-    keys = write_labels(store, "m", [
-        {"request_id": "a", "row": 1, "label": "yes", "time": "2024-01-03T00:00:00+00:00"},
-        {"request_id": "a", "label": 2.5, "time": "2024-01-04T00:00:00Z"},
-        {"request_id": "a", "label": 3.5, "time": "2024-01-05T00:00:00Z"},  # a correction
-    ])
+    keys = write_labels(
+        store,
+        "m",
+        [
+            {"request_id": "a", "row": 1, "label": "yes", "time": "2024-01-03T00:00:00+00:00"},
+            {"request_id": "a", "label": 2.5, "time": "2024-01-04T00:00:00Z"},
+            {"request_id": "a", "label": 3.5, "time": "2024-01-05T00:00:00Z"},  # a correction
+        ],
+    )
     assert len(keys) == 3 and all(k.startswith("labels/m/date=2024-01-0") for k in keys)
     labels = read_labels(store, "m")
     assert len(labels) == 3 and str(labels["label_time"].dtype) == "datetime64[us]"
@@ -75,15 +92,19 @@ def test_labels_round_trip_and_join(store: Store) -> None:
     assert by_row.loc[1, "actual"] == "yes" and pd.isna(by_row.loc[1, "actual_value"])
 
 
-@pytest.mark.parametrize(("label", "error"), [
-    ({"row": 0, "label": 1}, "request_id"),
-    ({"request_id": "a", "row": -1, "label": 1}, "row"),
-    ({"request_id": "a", "label": None}, "label"),
-    ({"request_id": "a", "label": True}, "label"),
-    ({"request_id": "a", "label": 1, "time": "yesterday"}, "time"),
-])
-def test_write_labels_rejects_bad_entries_and_writes_nothing(store: Store, label: dict,
-                                                             error: str) -> None:
+@pytest.mark.parametrize(
+    ("label", "error"),
+    [
+        ({"row": 0, "label": 1}, "request_id"),
+        ({"request_id": "a", "row": -1, "label": 1}, "row"),
+        ({"request_id": "a", "label": None}, "label"),
+        ({"request_id": "a", "label": True}, "label"),
+        ({"request_id": "a", "label": 1, "time": "yesterday"}, "time"),
+    ],
+)
+def test_write_labels_rejects_bad_entries_and_writes_nothing(
+    store: Store, label: dict, error: str
+) -> None:
     with pytest.raises(DataError, match=error):
         write_labels(store, "m", [{"request_id": "ok", "label": 1}, label])
     assert store.list("labels") == []

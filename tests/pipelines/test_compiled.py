@@ -14,16 +14,29 @@ def test_compiled_pipeline_is_not_stale(tmp_path):
     # Compare documents, not text: the header comment prints protobuf maps in hash order.
     fresh = compile_pipeline(tmp_path / "fresh.yaml")
     assert _docs(fresh) == _docs(COMPILED), (
-        "pipelines/training_pipeline.yaml is stale: run `driftloop pipeline compile`")
+        "pipelines/training_pipeline.yaml is stale: run `driftloop pipeline compile`"
+    )
 
 
 def test_every_executor_runs_the_project_image_and_installs_nothing():
     spec = _docs(COMPILED)[0]
     executors = spec["deploymentSpec"]["executors"]
     # register twice (deploy off: it may promote; deploy on: never, the deploy step does)
-    assert set(executors) == {f"exec-{s}" for s in (
-        "ingest", "validate", "split", "baselines", "train", "evaluate", "gate", "register",
-        "register-2", "deploy")}
+    assert set(executors) == {
+        f"exec-{s}"
+        for s in (
+            "ingest",
+            "validate",
+            "split",
+            "baselines",
+            "train",
+            "evaluate",
+            "gate",
+            "register",
+            "register-2",
+            "deploy",
+        )
+    }
     for name, ex in executors.items():
         c = ex["container"]
         assert c["image"] == IMAGE, name
@@ -34,13 +47,22 @@ def test_every_executor_runs_the_project_image_and_installs_nothing():
 def test_parameters_and_cluster_wiring():
     docs = _docs(COMPILED)
     params = docs[0]["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"spec_yaml", "store_uri", "start", "end", "trials", "margin",
-                           "promote", "trigger_id", "deploy", "canary_percent"}
+    assert set(params) == {
+        "spec_yaml",
+        "store_uri",
+        "start",
+        "end",
+        "trials",
+        "margin",
+        "promote",
+        "trigger_id",
+        "deploy",
+        "canary_percent",
+    }
     assert len(params["trials"]["defaultValue"]) == 4
     assert params["deploy"]["defaultValue"] is False  # opt-in: a cluster with KServe
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for step in ("exec-ingest", "exec-gate", "exec-register", "exec-register-2",
-                 "exec-deploy"):
+    for step in ("exec-ingest", "exec-gate", "exec-register", "exec-register-2", "exec-deploy"):
         assert platform[step]["secretAsEnv"][0]["secretName"] == "driftloop-s3"
         assert platform[step]["configMapAsEnv"][0]["configMapName"] == "driftloop-settings"
 
@@ -48,14 +70,20 @@ def test_parameters_and_cluster_wiring():
 def test_deploy_runs_only_when_asked_and_after_an_unpromoted_register():
     spec = _docs(COMPILED)[0]
     assert spec["deploymentSpec"]["executors"]["exec-deploy"]["container"]["image"] == IMAGE
-    tasks = {name: task for comp in spec["components"].values()
-             for name, task in comp.get("dag", {}).get("tasks", {}).items()}
+    tasks = {
+        name: task
+        for comp in spec["components"].values()
+        for name, task in comp.get("dag", {}).get("tasks", {}).items()
+    }
     deploy = tasks["deploy"]
     assert deploy["dependentTasks"] == ["register-2"]
     assert deploy["inputs"]["parameters"]["version"]["taskOutputParameter"] == {
-        "producerTask": "register-2", "outputParameterKey": "Output"}
+        "producerTask": "register-2",
+        "outputParameterKey": "Output",
+    }
     assert tasks["register-2"]["inputs"]["parameters"]["promote"]["runtimeValue"] == {
-        "constant": False}
+        "constant": False
+    }
     branches = {t["triggerPolicy"]["condition"] for t in tasks.values() if "triggerPolicy" in t}
     assert "inputs.parameter_values['pipelinechannel--deploy'] == false" in branches
     assert "!(inputs.parameter_values['pipelinechannel--deploy'] == false)" in branches

@@ -10,8 +10,10 @@ from driftloop.store import open_store
 from pipelines.run import RunRequest, run_local
 from tests.toy import toy_frame, write_toy
 
-FAST = [{"max_epochs": 40, "patience": 6, "hidden": 64, "layers": 2, "lr": 0.004, "seed": s}
-        for s in (0, 1)]
+FAST = [
+    {"max_epochs": 40, "patience": 6, "hidden": 64, "layers": 2, "lr": 0.004, "seed": s}
+    for s in (0, 1)
+]
 
 
 @pytest.fixture
@@ -28,16 +30,23 @@ def test_pipeline_trains_gates_registers_then_gate_protects_the_champion(toy_sto
     assert run.version == 1, run.gate
     assert registry.alias("toy", "production") == 1
     man = registry.manifest(registry.resolve("toy"))
-    assert {"model.safetensors", "preprocessor.json", "schema.json", "metrics.json", "card.md",
-            "reference/sample.parquet"} <= set(man["files"])
+    assert {
+        "model.safetensors",
+        "preprocessor.json",
+        "schema.json",
+        "metrics.json",
+        "card.md",
+        "reference/sample.parquet",
+    } <= set(man["files"])
     lineage = man["lineage"]
     assert lineage["window"] == {"start": "", "end": "2020-02-01"}
     assert len(lineage["dataset_sha256"]) == 64 and lineage["run_id"]
     assert lineage["evaluation"]["gate"].startswith("PASS")
 
     # A challenger that must beat the champion by 90 % cannot: nothing new registered.
-    strict = RunRequest(spec=spec, store_uri=store.uri, trials=FAST[:1], end="2020-02-01",
-                        margin=0.9)
+    strict = RunRequest(
+        spec=spec, store_uri=store.uri, trials=FAST[:1], end="2020-02-01", margin=0.9
+    )
     run = run_local(strict, store, tmp_path / "run2", quiet=True)
     assert run.version is None and "does not beat champion" in run.gate
     assert registry.versions("toy") == [1] and registry.alias("toy", "production") == 1
@@ -59,11 +68,13 @@ def _cli(capsys, *args):
     ],
 )
 def test_bad_data_is_one_line_and_registers_nothing(tmp_path, capsys, frame_change, message):
-    spec_path = write_toy(tmp_path, task="multiclass", frame=frame_change(
-        toy_frame(task="multiclass")))
+    spec_path = write_toy(
+        tmp_path, task="multiclass", frame=frame_change(toy_frame(task="multiclass"))
+    )
     store = tmp_path / "store"
-    code, err = _cli(capsys, "--store", str(store), "pipeline", "run", "--local",
-                     "--spec", str(spec_path))
+    code, err = _cli(
+        capsys, "--store", str(store), "pipeline", "run", "--local", "--spec", str(spec_path)
+    )
     assert code == 1 and len(err) == 1 and message in err[0], err
     assert not (store / "models").exists()
 
@@ -71,10 +82,21 @@ def test_bad_data_is_one_line_and_registers_nothing(tmp_path, capsys, frame_chan
 def test_missing_spec_empty_window_and_bad_store(tmp_path, capsys):
     spec_path = write_toy(tmp_path)
     code, err = _cli(capsys, "pipeline", "run", "--local", "--spec", str(tmp_path / "nope.yaml"))
-    assert code == 1 and err == [f"driftloop: error: dataset spec {tmp_path / 'nope.yaml'} "
-                                 "does not exist"]
-    code, err = _cli(capsys, "--store", str(tmp_path / "s"), "pipeline", "run", "--local",
-                     "--spec", str(spec_path), "--start", "2031-01-01")
+    assert code == 1 and err == [
+        f"driftloop: error: dataset spec {tmp_path / 'nope.yaml'} does not exist"
+    ]
+    code, err = _cli(
+        capsys,
+        "--store",
+        str(tmp_path / "s"),
+        "pipeline",
+        "run",
+        "--local",
+        "--spec",
+        str(spec_path),
+        "--start",
+        "2031-01-01",
+    )
     assert code == 1 and "holds no rows" in err[0] and len(err) == 1
     code, err = _cli(capsys, "--store", "ftp://nowhere", "models", "list")
     assert code == 1 and "must be a path, file://path or s3://bucket/prefix" in err[0]
@@ -88,7 +110,14 @@ def test_unreachable_s3_store_and_kfp_host(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DRIFTLOOP_S3_SECURE", "false")
     code, err = _cli(capsys, "--store", "s3://bucket/x", "models", "list")
     assert code == 1 and len(err) == 1 and "cannot list s3://bucket/x/models" in err[0]
-    code, err = _cli(capsys, "pipeline", "submit", "--host", f"http://127.0.0.1:{port}",
-                     "--spec", str(write_toy(tmp_path)))
+    code, err = _cli(
+        capsys,
+        "pipeline",
+        "submit",
+        "--host",
+        f"http://127.0.0.1:{port}",
+        "--spec",
+        str(write_toy(tmp_path)),
+    )
     assert code == 1 and len(err) == 1
     assert f"cannot create a run on Kubeflow Pipelines at http://127.0.0.1:{port}" in err[0]

@@ -41,9 +41,15 @@ def test_submit_uploads_the_release_once_and_runs_that_version(kfp_api):
 def test_kfp_backend_names_the_run_after_the_trigger_and_never_starts_it_twice(kfp_api, store):
     backend = KfpBackend(host=kfp_api.host, spec_path=str(SPEC), store_uri=store.uri)
     log = TriggerLog(store, "bike-sharing")
-    trig = Trigger(id=trigger_id("bike-sharing", "2012-02-01"), model="bike-sharing", version=1,
-                   reason=["drift"], window={"start": "2012-01-01", "end": "2012-02-01"},
-                   evidence={}, train_window={"start": "2011-08-01", "end": "2012-02-01"})
+    trig = Trigger(
+        id=trigger_id("bike-sharing", "2012-02-01"),
+        model="bike-sharing",
+        version=1,
+        reason=["drift"],
+        window={"start": "2012-01-01", "end": "2012-02-01"},
+        evidence={},
+        train_window={"start": "2011-08-01", "end": "2012-02-01"},
+    )
     log.create(trig)
     started = fire(log, trig, backend)
     assert started.status == "running" and started.run_id == "r1"

@@ -122,30 +122,36 @@ class Served:
 
 
 @pytest.fixture(scope="session")
-def server(bike: Trained, bank: Trained, receiver: Receiver,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def server(
+    bike: Trained, bank: Trained, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     dead = f"http://127.0.0.1:{free_port()}/"  # nothing listens here
-    watch = train_and_register(bike.spec, "2011-01-01", "2011-03-01",
-                               tmp_path_factory.mktemp("watch"))
+    watch = train_and_register(
+        bike.spec, "2011-01-01", "2011-03-01", tmp_path_factory.mktemp("watch")
+    )
 
     def logger(url: str, name: str) -> PayloadEmitter:
-        return PayloadEmitter(LoggerConfig(url=url, inference_service=name, namespace="ns",
-                                           timeout_s=0.5), name)
+        return PayloadEmitter(
+            LoggerConfig(url=url, inference_service=name, namespace="ns", timeout_s=0.5), name
+        )
 
     predictors = [
         TabularPredictor("bike", lambda: load_dir(bike.dir)),
         TabularPredictor("bank", lambda: load_dir(bank.dir), max_batch_rows=50),
-        TabularPredictor("bike-deadlog", lambda: load_dir(bike.dir),
-                         emitter=logger(dead, "bike-deadlog")),
-        TabularPredictor("bike-logged", lambda: load_dir(bike.dir),
-                         emitter=logger(receiver.url, "bike-logged")),
+        TabularPredictor(
+            "bike-deadlog", lambda: load_dir(bike.dir), emitter=logger(dead, "bike-deadlog")
+        ),
+        TabularPredictor(
+            "bike-logged", lambda: load_dir(bike.dir), emitter=logger(receiver.url, "bike-logged")
+        ),
     ]
     ref = watch.registry.resolve(watch.spec.name)
     watched = TabularPredictor("bike-watch", lambda: load_from_registry(watch.registry, ref))
     predictors.append(watched)
     srv = LocalServer(predictors, port=free_port())
-    watcher = AliasWatcher(watch.registry, watch.spec.name, "production", ref.version,
-                           watched.swap, interval=0.1).start()
+    watcher = AliasWatcher(
+        watch.registry, watch.spec.name, "production", ref.version, watched.swap, interval=0.1
+    ).start()
     srv.start()
     yield Served(srv.url, watch, watcher)
     watcher.stop()

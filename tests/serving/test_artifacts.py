@@ -20,8 +20,9 @@ def test_loads_verified_dir_with_rules(bike: Trained) -> None:
     assert b.schema.names == bike.spec.features
 
 
-def test_tampered_file_refuses_to_start(bike: Trained, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_tampered_file_refuses_to_start(
+    bike: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "models"
     shutil.copytree(bike.dir, copy)
     (copy / "preprocessor.json").write_text((copy / "preprocessor.json").read_text() + " ")

@@ -17,8 +17,9 @@ V1, V2 = "/v1/models/{}:predict", "/v2/models/{}/infer"
 
 def post_json(client: httpx.Client, path: str, body: object) -> httpx.Response:
     """json.dumps, not httpx's json=: it lets NaN and Infinity through, as clients may."""
-    return client.post(path, content=json.dumps(body).encode(),
-                       headers={"content-type": "application/json"})
+    return client.post(
+        path, content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
 
 
 def post_v1(client: httpx.Client, instances: object, model: str = "bike") -> httpx.Response:
@@ -47,8 +48,11 @@ def test_v1_field_errors_name_the_field(client: httpx.Client, bike: Trained) -> 
 def test_nan_and_inf_are_rejected(client: httpx.Client, bike: Trained) -> None:
     good = rows(bike, 1)[0]
     # orjson refuses NaN literals in V1 bodies; the V2 body parser accepts them, we refuse.
-    r = client.post(V1.format("bike"), content=b'{"instances": [{"temp": NaN}]}',
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        V1.format("bike"),
+        content=b'{"instances": [{"temp": NaN}]}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400
     for bad in (float("inf"), float("nan"), 1e400):
         body = v2_body(bike, [good])
@@ -72,15 +76,18 @@ def test_row_limit(client: httpx.Client, bank: Trained) -> None:
     assert r.status_code == 400 and "too many rows" in r.json()["error"]
 
 
-@pytest.mark.parametrize("content,ctype", [
-    (b"{not json", "application/json"),
-    (b"[1, 2, 3]", "application/json"),
-    (b'"instances"', "application/json"),
-    (b"null", "application/json"),
-    (b'{"instances": [{}]}', "text/plain"),
-    (b"\xff\xfe", "application/octet-stream"),
-    (b"", "application/json"),
-])
+@pytest.mark.parametrize(
+    "content,ctype",
+    [
+        (b"{not json", "application/json"),
+        (b"[1, 2, 3]", "application/json"),
+        (b'"instances"', "application/json"),
+        (b"null", "application/json"),
+        (b'{"instances": [{}]}', "text/plain"),
+        (b"\xff\xfe", "application/octet-stream"),
+        (b"", "application/json"),
+    ],
+)
 def test_malformed_bodies(client: httpx.Client, content: bytes, ctype: str) -> None:
     for path in (V1.format("bike"), V2.format("bike")):
         r = client.post(path, content=content, headers={"content-type": ctype})
@@ -89,10 +96,12 @@ def test_malformed_bodies(client: httpx.Client, content: bytes, ctype: str) -> N
 
 def test_v2_tensor_errors(client: httpx.Client, bike: Trained) -> None:
     good = v2_body(bike, rows(bike, 2))
+
     def with_first(**change: object) -> dict:
         inputs = [dict(t) for t in good["inputs"]]
         inputs[0].update(change)
         return {"inputs": inputs}
+
     cases = {
         "numeric as BYTES": (with_first(datatype="BYTES"), "'temp'"),
         "bad shape": (with_first(shape=[2, 2]), "'temp'"),
@@ -108,12 +117,20 @@ def test_v2_tensor_errors(client: httpx.Client, bike: Trained) -> None:
 
 # -- property-based: garbage never yields a 5xx --------------------------------------------
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
-    | st.text(max_size=8) | st.sampled_from(["1", "17", "3", "yes", "temp", "hr"]),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["temp", "hr", "hum", "x", "instances", "data"]),
-                      children, max_size=4),
-    max_leaves=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["1", "17", "3", "yes", "temp", "hr"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["temp", "hr", "hum", "x", "instances", "data"]), children, max_size=4
+        )
+    ),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -125,34 +142,58 @@ def v1_bodies(draw: st.DrawFn) -> object:
         return {"instances": draw(json_values)}
     if kind == 2:
         return {"instances": draw(st.lists(json_values, max_size=3))}
-    return {"instances": draw(st.lists(st.dictionaries(
-        st.sampled_from(FEATURES + ["bogus"]), json_values, max_size=14), min_size=1, max_size=3)),
-        **({"timestamp": draw(json_values)} if draw(st.booleans()) else {})}
+    return {
+        "instances": draw(
+            st.lists(
+                st.dictionaries(st.sampled_from(FEATURES + ["bogus"]), json_values, max_size=14),
+                min_size=1,
+                max_size=3,
+            )
+        ),
+        **({"timestamp": draw(json_values)} if draw(st.booleans()) else {}),
+    }
 
 
-FEATURES = ["temp", "atemp", "hum", "windspeed", "season", "yr", "mnth", "hr", "holiday",
-            "weekday", "workingday", "weathersit"]
+FEATURES = [
+    "temp",
+    "atemp",
+    "hum",
+    "windspeed",
+    "season",
+    "yr",
+    "mnth",
+    "hr",
+    "holiday",
+    "weekday",
+    "workingday",
+    "weathersit",
+]
 
 
 @st.composite
 def v2_bodies(draw: st.DrawFn) -> object:
-    tensors = st.fixed_dictionaries({
-        "name": st.sampled_from(FEATURES + ["bogus"]),
-        "datatype": st.sampled_from(["FP64", "FP32", "INT64", "BYTES", "BOOL", "FP16", "X"]),
-        "shape": st.lists(st.integers(-2, 3), max_size=3),
-        "data": st.lists(json_values, max_size=3)})
+    tensors = st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(FEATURES + ["bogus"]),
+            "datatype": st.sampled_from(["FP64", "FP32", "INT64", "BYTES", "BOOL", "FP16", "X"]),
+            "shape": st.lists(st.integers(-2, 3), max_size=3),
+            "data": st.lists(json_values, max_size=3),
+        }
+    )
     kind = draw(st.integers(0, 2))
     if kind == 0:
         return draw(json_values)
     if kind == 1:
         return {"inputs": draw(json_values)}
-    return {"inputs": draw(st.lists(tensors, max_size=13)),
-            **({"parameters": {"timestamp": draw(st.text(max_size=5))}}
-               if draw(st.booleans()) else {})}
+    return {
+        "inputs": draw(st.lists(tensors, max_size=13)),
+        **({"parameters": {"timestamp": draw(st.text(max_size=5))}} if draw(st.booleans()) else {}),
+    }
 
 
-BOUNDED = settings(max_examples=150, deadline=None,
-                   suppress_health_check=[HealthCheck.function_scoped_fixture])
+BOUNDED = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @BOUNDED

@@ -27,8 +27,9 @@ def test_promotion_swaps_without_failures(server: Served) -> None:
     t = threading.Thread(target=fire)
     t.start()
     time.sleep(0.3)
-    ref = register(w.model_dir, w.train_path, w.test_path, w.spec, w.store, lineage={},
-                   promote=False)
+    ref = register(
+        w.model_dir, w.train_path, w.test_path, w.spec, w.store, lineage={}, promote=False
+    )
     assert ref.version == 2
     w.registry.promote(w.spec.name, ref.version, reason="test")
     deadline = time.monotonic() + 15

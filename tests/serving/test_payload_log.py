@@ -26,19 +26,22 @@ def wait_for(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
 
 
 def test_dead_collector_counts_failures_and_predictions_succeed(
-        client: httpx.Client, bike: Trained) -> None:
+    client: httpx.Client, bike: Trained
+) -> None:
     before = metric("driftloop_payload_events_failed_total", "bike-deadlog")
     for _ in range(3):
         r = client.post("/v1/models/bike-deadlog:predict", json={"instances": rows(bike, 2)})
         assert r.status_code == 200, r.text
-    assert wait_for(lambda: metric("driftloop_payload_events_failed_total", "bike-deadlog")
-                    >= before + 6)
+    assert wait_for(
+        lambda: metric("driftloop_payload_events_failed_total", "bike-deadlog") >= before + 6
+    )
     exposed = client.get("/metrics").text  # kserve serves prometheus' default registry
     assert 'driftloop_payload_events_failed_total{model="bike-deadlog"}' in exposed
 
 
 def test_events_arrive_paired_with_kserve_headers(
-        client: httpx.Client, bike: Trained, receiver: Receiver) -> None:
+    client: httpx.Client, bike: Trained, receiver: Receiver
+) -> None:
     receiver.events.clear()
     v1 = {"instances": rows(bike, 2), "timestamp": "2011-02-27T17:00:00+00:00"}
     r1 = client.post("/v1/models/bike-logged:predict", json=v1, headers={"x-request-id": "req-1"})

@@ -8,26 +8,39 @@ from kserve.errors import InvalidInput
 
 from serving.protocol import Schema, decode_v1, v1_response
 
-SCHEMA = Schema.from_json({
-    "model": "m", "task": "regression", "unknown_category": "bucket", "classes": [],
-    "features": [{"name": "x", "kind": "numeric", "datatype": "FP64"},
-                 {"name": "c", "kind": "categorical", "datatype": "BYTES",
-                  "categories": ["1", "2"]}]})
+SCHEMA = Schema.from_json(
+    {
+        "model": "m",
+        "task": "regression",
+        "unknown_category": "bucket",
+        "classes": [],
+        "features": [
+            {"name": "x", "kind": "numeric", "datatype": "FP64"},
+            {"name": "c", "kind": "categorical", "datatype": "BYTES", "categories": ["1", "2"]},
+        ],
+    }
+)
 
 
 def test_decode_v1_types_columns() -> None:
-    df = decode_v1({"instances": [{"x": 1, "c": 2}, [2.5, "zzz"], {"x": None, "c": None}]},
-                   SCHEMA, 10)
+    df = decode_v1(
+        {"instances": [{"x": 1, "c": 2}, [2.5, "zzz"], {"x": None, "c": None}]}, SCHEMA, 10
+    )
     assert df["x"].dtype == "float64" and np.isnan(df["x"].iloc[2])
     assert df["c"].tolist() == ["2", "zzz", None]  # ints become category strings
 
 
-@pytest.mark.parametrize("body,needle", [
-    (b"{}", "JSON object"), ({"instances": {}}, "instances"),
-    ({"instances": [{"x": 1}]}, "'c'"), ({"instances": [{"x": 1, "c": "1"}] * 11}, "too many"),
-    ({"instances": [{"x": 1, "c": "1"}], "timestamp": "soon"}, "timestamp"),
-    ({"instances": [{"x": 10**400, "c": "1"}]}, "'x'"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        (b"{}", "JSON object"),
+        ({"instances": {}}, "instances"),
+        ({"instances": [{"x": 1}]}, "'c'"),
+        ({"instances": [{"x": 1, "c": "1"}] * 11}, "too many"),
+        ({"instances": [{"x": 1, "c": "1"}], "timestamp": "soon"}, "timestamp"),
+        ({"instances": [{"x": 10**400, "c": "1"}]}, "'x'"),
+    ],
+)
 def test_decode_v1_rejects(body: object, needle: str) -> None:
     with pytest.raises(InvalidInput) as e:
         decode_v1(body, SCHEMA, 10)
@@ -37,7 +50,8 @@ def test_decode_v1_rejects(body: object, needle: str) -> None:
 def test_v1_response_shapes() -> None:
     reg = v1_response("m", 3, {"value": np.array([1.5])}, None)
     assert reg == {"model_name": "m", "model_version": "3", "predictions": [1.5]}
-    clf = v1_response("m", 1, {"label": np.array(["yes"], dtype=object),
-                               "probability": np.array([0.7])}, [["r"]])
+    clf = v1_response(
+        "m", 1, {"label": np.array(["yes"], dtype=object), "probability": np.array([0.7])}, [["r"]]
+    )
     assert clf["predictions"] == ["yes"] and clf["probabilities"] == [0.7]
     assert clf["rules_fired"] == [["r"]]

@@ -20,19 +20,23 @@ rules:
 
 def test_evaluate_names_fired_rules_per_row() -> None:
     rules = load_rules(GOOD, FEATURES)
-    df = pd.DataFrame({"temp": [0.5, 0.05, 0.3], "hr": ["17", "17", "2"],
-                       "weathersit": ["3", "1", "4"]})
+    df = pd.DataFrame(
+        {"temp": [0.5, 0.05, 0.3], "hr": ["17", "17", "2"], "weathersit": ["3", "1", "4"]}
+    )
     assert rules.evaluate(df) == [["storm_peak"], ["cold"], []]
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("rules:\n  - name: typo\n    when: \"tmp > 1\"\n", "'typo'"),
-    ("rules:\n  - name: noaction\n    when: \"temp > 1\"\n    action: block\n", "'noaction'"),
-    ("rules:\n  - name: value\n    when: \"temp + 1\"\n", "'value'"),
-    ("rules:\n  - when: \"temp > 1\"\n", "rule '#1'"),
-    ("rules:\n  - {name: a, when: 'temp > 1'}\n  - {name: a, when: 'temp > 2'}\n", "'a'"),
-    ("rules: [", "YAML"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ('rules:\n  - name: typo\n    when: "tmp > 1"\n', "'typo'"),
+        ('rules:\n  - name: noaction\n    when: "temp > 1"\n    action: block\n', "'noaction'"),
+        ('rules:\n  - name: value\n    when: "temp + 1"\n', "'value'"),
+        ('rules:\n  - when: "temp > 1"\n', "rule '#1'"),
+        ("rules:\n  - {name: a, when: 'temp > 1'}\n  - {name: a, when: 'temp > 2'}\n", "'a'"),
+        ("rules: [", "YAML"),
+    ],
+)
 def test_bad_rules_file_is_one_config_error_naming_the_rule(text: str, needle: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_rules(text, FEATURES)

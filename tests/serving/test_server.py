@@ -20,11 +20,23 @@ def offline(trained: Trained, instances: list[dict]) -> dict[str, np.ndarray]:
 def v2_body(trained: Trained, instances: list[dict]) -> dict:
     inputs = []
     for f in trained.spec.numeric:
-        inputs.append({"name": f, "datatype": "FP64", "shape": [len(instances)],
-                       "data": [r[f] for r in instances]})
+        inputs.append(
+            {
+                "name": f,
+                "datatype": "FP64",
+                "shape": [len(instances)],
+                "data": [r[f] for r in instances],
+            }
+        )
     for f in trained.spec.categorical:
-        inputs.append({"name": f, "datatype": "BYTES", "shape": [len(instances)],
-                       "data": [r[f] for r in instances]})
+        inputs.append(
+            {
+                "name": f,
+                "datatype": "BYTES",
+                "shape": [len(instances)],
+                "data": [r[f] for r in instances],
+            }
+        )
     return {"inputs": inputs}
 
 
@@ -37,8 +49,9 @@ def test_v1_objects_and_lists_equal_offline_predict(client: httpx.Client, bike: 
     assert body["model_name"] == "bike" and body["model_version"] == "1"
     np.testing.assert_allclose(body["predictions"], expected, rtol=1e-12)
     as_lists = [[row[f] for f in bike.spec.features] for row in inst]
-    r2 = client.post("/v1/models/bike:predict",
-                     json={"instances": as_lists, "timestamp": "2011-02-27T17:00:00Z"})
+    r2 = client.post(
+        "/v1/models/bike:predict", json={"instances": as_lists, "timestamp": "2011-02-27T17:00:00Z"}
+    )
     assert r2.status_code == 200, r2.text
     assert r2.json()["predictions"] == body["predictions"]
 
