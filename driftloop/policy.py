@@ -29,10 +29,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from driftloop.errors import ConfigError
+from driftloop.config import read_yaml_mapping, validated
 
 if TYPE_CHECKING:  # drift imports Evidently: keep the policy light
     from driftloop.drift import DriftResult
@@ -204,18 +203,4 @@ def _trailing(pred: Callable[[WindowSummary], bool], items: list[WindowSummary])
 
 def load_policy(path: str | Path) -> DriftPolicy:
     """Read a policy YAML; any problem is one ConfigError naming the field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as e:
-        raise ConfigError(f"drift policy {path} does not exist") from e
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read drift policy {path}: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"drift policy {path} must be a YAML mapping")
-    try:
-        return DriftPolicy.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "policy"
-        raise ConfigError(f"drift policy {path}: {where}: {first['msg']}") from e
+    return validated(DriftPolicy, read_yaml_mapping(path, "drift policy"), f"drift policy {path}")

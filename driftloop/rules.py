@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from driftloop.config import field_error
 from driftloop.errors import ConfigError
 
 RULES_FILE = "rules.yaml"
@@ -87,15 +88,14 @@ def load_rules(text: str, features: dict[str, str] | None = None) -> RuleSet:
     try:
         rules = RuleSet.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = first["loc"]
+        loc, msg = field_error(e)
         where = ".".join(str(p) for p in loc)
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             items = raw.get("rules") or []
             item = items[loc[1]] if loc[1] < len(items) else None
             name = item.get("name") if isinstance(item, dict) else None
             where = f"rule {name or '#' + str(loc[1] + 1)!r}: " + ".".join(str(p) for p in loc[2:])
-        raise ConfigError(f"rules file: {where}: {first['msg']}") from e
+        raise ConfigError(f"rules file: {where}: {msg}") from e
     names = [r.name for r in rules.rules]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise ConfigError(f"rules file: rule {dupes[0]!r} is defined more than once")

@@ -8,13 +8,12 @@ one Secret that KServe's storage initializer reads serves driftloop's pods too.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from driftloop.config import field_error, read_yaml_mapping
 from driftloop.errors import ConfigError
 from driftloop.image import IMAGE
 
@@ -72,13 +71,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         path = os.environ.get("DRIFTLOOP_CONFIG")
         if not path:
             return {}
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read config file {path}: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must be a mapping of setting: value")
-        return data
+        return read_yaml_mapping(path, "config file")
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -86,6 +79,5 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from e
+        loc, msg = field_error(e)
+        raise ConfigError(f"invalid setting {'.'.join(map(str, loc))}: {msg}") from e

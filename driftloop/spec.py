@@ -20,10 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from driftloop.errors import ConfigError
+from driftloop.config import read_yaml_mapping, validated
 
 Task = Literal["regression", "binary", "multiclass"]
 REGRESSION_METRICS = {"rmse", "mae", "r2"}
@@ -147,22 +146,9 @@ class DatasetSpec(_Strict):
 
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a spec; any problem is one ConfigError naming the field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"dataset spec {path} does not exist") from e
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read dataset spec {path}: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"dataset spec {path} must be a YAML mapping")
-    return parse_spec(raw, base_dir=path.resolve().parent, origin=str(path))
+    raw = read_yaml_mapping(path, "dataset spec")
+    return parse_spec(raw, base_dir=Path(path).resolve().parent, origin=str(path))
 
 
 def parse_spec(raw: dict, base_dir: Path, origin: str = "spec") -> DatasetSpec:
-    try:
-        return DatasetSpec.model_validate({**raw, "base_dir": base_dir})
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "spec"
-        raise ConfigError(f"dataset spec {origin}: {where}: {first['msg']}") from e
+    return validated(DatasetSpec, {**raw, "base_dir": base_dir}, f"dataset spec {origin}")

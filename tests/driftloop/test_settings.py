@@ -1,0 +1,35 @@
+import pytest
+
+from driftloop.errors import ConfigError
+from driftloop.settings import load_settings
+
+
+def test_defaults_run_everything_locally(monkeypatch):
+    for k in ("DRIFTLOOP_STORE_URI", "DRIFTLOOP_CONFIG", "AWS_ACCESS_KEY_ID"):
+        monkeypatch.delenv(k, raising=False)
+    s = load_settings()
+    assert s.store_uri == ".driftloop" and s.s3_secure is True and s.s3_access_key is None
+
+
+def test_env_prefix_aws_names_and_config_file(monkeypatch, tmp_path):
+    cfg = tmp_path / "driftloop.yaml"
+    cfg.write_text("store_uri: s3://from-file/x\ns3_region: eu-west-1\n")
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", str(cfg))
+    monkeypatch.setenv("DRIFTLOOP_S3_SECURE", "false")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "minio")  # the Secret KServe also reads
+    s = load_settings()
+    assert s.store_uri == "s3://from-file/x" and s.s3_region == "eu-west-1"
+    assert s.s3_secure is False and s.s3_access_key.get_secret_value() == "minio"
+    monkeypatch.setenv("DRIFTLOOP_STORE_URI", "s3://from-env/y")  # env beats the file
+    assert load_settings().store_uri == "s3://from-env/y"
+    assert load_settings(store_uri="/tmp/flag").store_uri == "/tmp/flag"  # flags beat both
+
+
+def test_bad_values_are_one_config_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRIFTLOOP_S3_SECURE", "maybe")
+    with pytest.raises(ConfigError, match="invalid setting s3_secure"):
+        load_settings()
+    monkeypatch.delenv("DRIFTLOOP_S3_SECURE")
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="config file .*missing.yaml does not exist"):
+        load_settings()
