@@ -473,11 +473,14 @@ def _quality(
                 )
             ],
         )
+        # The served labels use the version's tuned threshold, not Evidently's 0.5: score
+        # the window the way it was served, or F1 on rare positives reads as zero.
+        t = float(schema.get("threshold", 0.5))
         metrics = {
-            "accuracy": Accuracy(),
-            "precision": Precision(),
-            "recall": Recall(),
-            "f1": F1Score(),
+            "accuracy": Accuracy(probas_threshold=t),
+            "precision": Precision(probas_threshold=t),
+            "recall": Recall(probas_threshold=t),
+            "f1": F1Score(probas_threshold=t),
             "roc_auc": RocAuc(),
         }
     else:

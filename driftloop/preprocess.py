@@ -18,6 +18,8 @@ import pandas as pd
 from driftloop.errors import InvalidRequest
 from driftloop.spec import DatasetSpec
 
+Z_CLIP = 10.0
+
 
 @dataclass
 class NumericStats:
@@ -48,7 +50,11 @@ class Preprocessor:
             median = float(col.median()) if col.notna().any() else 0.0
             filled = col.fillna(median)
             std = float(filled.std(ddof=0))
-            numeric[c] = NumericStats(median, float(filled.mean()), std if std > 1e-12 else 1.0)
+            mean = float(filled.mean())
+            # A relative floor: a column constant in this window up to float noise (bank's
+            # nr.employed over six months: std 1.8e-12) must not blow up into z = 1e13.
+            floor = 1e-9 * max(1.0, abs(mean))
+            numeric[c] = NumericStats(median, mean, std if std > floor else 1.0)
         categories = {
             c: sorted(str(v) for v in train[c].dropna().unique()) for c in spec.categorical
         }
@@ -92,7 +98,10 @@ class Preprocessor:
             )
             median = np.array([s.median for s in stats])
             raw = np.where(np.isnan(raw), median, raw)
-            x_num = ((raw - [s.mean for s in stats]) / [s.std for s in stats]).astype(np.float32)
+            z = (raw - [s.mean for s in stats]) / [s.std for s in stats]
+            # Clip: a value far outside the training range (drift) should not saturate the
+            # network; +-10 standard deviations keeps order and bounds the damage.
+            x_num = np.clip(z, -Z_CLIP, Z_CLIP).astype(np.float32)
         else:
             x_num = np.empty((n, 0), dtype=np.float32)
         x_cat = np.empty((n, len(self.categories)), dtype=np.int64)

@@ -101,3 +101,13 @@ def test_search_space_sampling_and_params_from_kfp():
 
     with pytest.raises(ConfigError, match="unknown hyperparameter"):
         HParams.parse({"hiden": 3})
+
+
+def test_near_constant_columns_and_far_values_do_not_saturate(toy):
+    spec, s = toy
+    train = s.train.assign(a=5191.0 + np.arange(len(s.train)) * 1e-13)  # constant up to noise
+    pre = Preprocessor.fit(train, spec)
+    assert pre.numeric["a"].std == 1.0  # the relative floor, not 1e-13
+    far = s.test.head(2).assign(b=[1e9, -1e9])
+    x_num, _ = pre.transform(far)
+    assert np.abs(x_num).max() <= 10.0
