@@ -6,6 +6,7 @@ import builtins
 import contextlib
 import io
 import re
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -82,14 +83,17 @@ def preflight(req: RunRequest, store: Store) -> None:
 class LocalRun:
     version: int | None  # the registered version; None when the gate did not pass
     gate: str  # the gate's report (Markdown)
-    root: Path  # kfp.local's pipeline root: every step's outputs
+    root: Path | None  # the steps' outputs (kept when a workdir was given)
     log: str = ""  # kfp.local's output when run quietly (step start/finish lines)
 
 
 def run_local(
     req: RunRequest, store: Store, workdir: Path | None = None, quiet: bool = False
 ) -> LocalRun:
-    """Run the pipeline with kfp.local's SubprocessRunner in this Python environment."""
+    """Run the pipeline with kfp.local's SubprocessRunner in this Python environment.
+
+    Step outputs go to ``workdir`` when given (kept); otherwise to a temporary directory
+    that is removed after a successful run and kept, and named, after a failed one."""
     from kfp import local
 
     from pipelines.training import training_pipeline
@@ -125,7 +129,9 @@ def run_local(
     new = sorted(set(Registry(store).versions(req.spec.name)) - before)
     reports = sorted((root / "out").glob("*/gate/report"))
     gate = reports[-1].read_text() if reports else "(no gate report)"
-    return LocalRun(new[-1] if new else None, gate, root, sink.getvalue())
+    if workdir is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return LocalRun(new[-1] if new else None, gate, workdir, sink.getvalue())
 
 
 @contextlib.contextmanager

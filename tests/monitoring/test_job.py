@@ -3,6 +3,7 @@ exactly once on 2012 against the 2011 model, and refusing garbage with a clear e
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +165,30 @@ def test_garbage_windows_are_clear_errors(served, tmp_path):
             backend=None,
         )
     assert Registry(store).alias(MODEL, "production") == 1
+
+
+def test_drift_component_writes_the_report_as_a_kfp_html_artifact(served, tmp_path):
+    """The same job as a KFP component, run by kfp.local: Output[HTML] holds the report."""
+    import warnings
+
+    from kfp import local
+
+    from components.drift import drift
+
+    store, spec, schema, model = served
+    feb = load_window(spec, "2012-02-01", "2012-02-15")
+    _log(store, schema, model, feb, datetime(2012, 2, 1), timedelta(hours=1))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-Python base image")
+        task = drift(
+            model=MODEL,
+            store_uri=store.uri,
+            start="2012-02-01",
+            end="2012-02-15",
+            endpoint="default",
+        )
+    html = Path(task.outputs["report"].path).read_text()
+    assert "<html" in html.lower() and len(html) > 10_000
+    assert task.outputs["metrics"].metadata["rows"] == len(feb)
+    assert task.outputs["Output"] is True  # 2012 against the 2011 reference drifts
