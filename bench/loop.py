@@ -68,16 +68,8 @@ from driftloop.registry import Registry, VersionRef  # noqa: E402
 from driftloop.settings import load_settings  # noqa: E402
 from driftloop.spec import DatasetSpec, load_spec  # noqa: E402
 from driftloop.steps import (  # noqa: E402
-    gate,
-    ingest,
-    register,
-    run_baselines,
     run_inprocess,
-    select_best,
     spec_to_text,
-    split,
-    train_trial,
-    validate_dataset,
 )
 from driftloop.store import Store, open_store  # noqa: E402
 from driftloop.train import sample_trials  # noqa: E402
@@ -170,35 +162,6 @@ def monthly_scores(rows: pd.DataFrame, served: pd.DataFrame, spec: DatasetSpec) 
     return out
 
 
-# -- training ------------------------------------------------------------------------------
-def retrain_always(
-    spec: DatasetSpec, store: Store, start: str, end: str, trials: list[dict]
-) -> tuple[VersionRef, str]:
-    """``run_inprocess`` step for step, but promoting whatever the gate says (the calendar
-    baseline); returns the version and the gate's verdict, for the record."""
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        info = ingest(spec, start, end, d / "data.parquet")
-        validate_dataset(d / "data.parquet", spec, d / "report.md")
-        split(d / "data.parquet", spec, d / "train.parquet", d / "val.parquet", d / "test.parquet")
-        base = run_baselines(d / "train.parquet", d / "val.parquet", d / "test.parquet", spec)
-        models = []
-        for i, params in enumerate(trials):
-            train_trial(d / "train.parquet", d / "val.parquet", spec, params, d / f"trial{i}")
-            models.append(d / f"trial{i}")
-        best = select_best(models, spec)
-        decision, champion = gate(best, d / "test.parquet", spec, base, store, 0.0)
-        lineage = {
-            "window": {"start": start, "end": end},
-            "dataset_sha256": info["sha256"],
-            "run_id": "bench-scheduled",
-            "trigger_id": "",
-            "evaluation": {"baselines": base, "champion": champion, "gate": decision.summary},
-        }
-        ref = register(best, d / "train.parquet", d / "test.parquet", spec, store, lineage, True)
-    return ref, decision.summary
-
-
 def init_store(key: str, root: str) -> dict:
     """Phase 1: the start model, trained and promoted through ``run_inprocess``."""
     import torch
@@ -263,7 +226,10 @@ def _scheduled(spec, store, rows, served, server, trials, key) -> dict:  # noqa:
     for m in months:
         start = (m - pd.DateOffset(months=6)).strftime("%Y-%m-%d")
         t = time.perf_counter()
-        ref, verdict = retrain_always(spec, store, start, m.strftime("%Y-%m-%d"), trials)
+        ref, decision = run_inprocess(
+            spec, store, start, m.strftime("%Y-%m-%d"), trials, obey_gate=False
+        )
+        verdict = decision.summary
         retrains.append(
             {
                 "at": m.strftime("%Y-%m-%d"),

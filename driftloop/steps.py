@@ -284,10 +284,12 @@ def run_inprocess(
     margin: float = 0.0,
     promote: bool = True,
     trigger_id: str = "",
+    obey_gate: bool = True,
 ) -> tuple[VersionRef | None, GateDecision]:
     """The training pipeline's steps, in the same order, in this process: no KFP, no
     subprocesses. For benchmarks and tests that retrain many times; the pipeline itself
-    (``pipelines/training.py``) is the product path."""
+    (``pipelines/training.py``) is the product path. ``obey_gate=False`` registers the
+    challenger whatever the gate says (a calendar-retraining baseline to compare with)."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         info = ingest(spec, start, end, d / "data.parquet")
@@ -300,7 +302,7 @@ def run_inprocess(
             models.append(d / f"trial{i}")
         best = select_best(models, spec)
         decision, champion = gate(best, d / "test.parquet", spec, base, store, margin)
-        if not decision.passed:
+        if obey_gate and not decision.passed:
             return None, decision
         lineage = {
             "window": {"start": start, "end": end},
