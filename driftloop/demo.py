@@ -271,46 +271,38 @@ def main() -> int:
 
 
 def _window(store, registry, policy, backend, replay, served, start, end) -> WindowRow:  # noqa: ANN001
-    versions = sorted(set(served["served_by"]), key=int)
-    err = float(np.sqrt(np.mean((served["prediction"] - served["cnt"]) ** 2)))
+    """Run the drift job on a served window; the dashboard row for it."""
+    row = WindowRow(
+        start=start.isoformat(),
+        end=end.isoformat(),
+        rows=len(served),
+        version="→".join(sorted(set(served["served_by"]), key=int)),
+        served_rmse=float(np.sqrt(np.mean((served["prediction"] - served["cnt"]) ** 2))),
+        drifted_share=None,
+        decision="-",
+        event="",
+        report=None,
+    )
     before = registry.alias(MODEL, "production")
     try:
         r = run_window(store, MODEL, start, end, policy=policy, backend=backend)
     except DriftloopError as e:  # e.g. too few rows: shown, never fatal to the loop
-        return WindowRow(
-            start.isoformat(),
-            end.isoformat(),
-            len(served),
-            "→".join(versions),
-            err,
-            None,
-            f"skipped: {e}",
-            "",
-            None,
-        )
+        row.decision = f"skipped: {e}"
+        return row
+    row.drifted_share, row.decision = r.drifted_share, "TRIGGER" if r.trigger else "-"
+    report = store.local_path(r.report_key)
+    row.report = report.as_uri() if report else r.report_key
     after = registry.alias(MODEL, "production")
-    event = ""
     if r.trigger_id:
         trig = json.loads(store.get(f"monitoring/{MODEL}/triggers/{r.trigger_id}.json"))
         if after != before:
-            event = f"v{after} promoted"
+            row.event = f"v{after} promoted"
             replay.wait_version(after)
         elif trig["status"] == "failed":
-            event = f"run failed: {trig['error'][:80]}"
+            row.event = f"run failed: {trig['error'][:80]}"
         else:
-            event = "challenger refused by the gate"
-    report = store.local_path(r.report_key)
-    return WindowRow(
-        start.isoformat(),
-        end.isoformat(),
-        len(served),
-        "→".join(versions),
-        err,
-        r.drifted_share,
-        "TRIGGER" if r.trigger else "-",
-        event,
-        report.as_uri() if report else r.report_key,
-    )
+            row.event = "challenger refused by the gate"
+    return row
 
 
 def _print_metrics(registry: Registry, version: int) -> None:
