@@ -73,12 +73,13 @@ def serve(port: int, store: str, logger_url: str) -> None:
     """The server subprocess."""
     import logging
 
+    import torch
     from kserve import Model
 
     from driftloop.registry import Registry
     from driftloop.store import LocalStore
     from serving.artifacts import load_from_registry
-    from serving.model import TabularPredictor
+    from serving.model import DEFAULT_TORCH_THREADS, TabularPredictor
     from serving.payload_log import LoggerConfig, PayloadEmitter
     from serving.server import LocalServer
 
@@ -90,6 +91,7 @@ def serve(port: int, store: str, logger_url: str) -> None:
         def predict(self, payload: dict, headers: dict | None = None) -> dict:
             return {"predictions": [0.0]}
 
+    torch.set_num_threads(DEFAULT_TORCH_THREADS)  # as `python -m serving` / `driftloop serve`
     reg = Registry(LocalStore(Path(store)))
     ref = reg.resolve("bike-sharing")
     emitter = PayloadEmitter(LoggerConfig(url=logger_url, inference_service="bike"), "bike-logged")

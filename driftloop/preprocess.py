@@ -10,7 +10,9 @@ The same ``Preprocessor`` transforms rows at training, evaluation and serving ti
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,9 @@ from driftloop.errors import InvalidRequest
 from driftloop.spec import DatasetSpec
 
 Z_CLIP = 10.0
+
+# A DataFrame, or any mapping of feature name -> 1-D values (numpy array, list, Series).
+Columns: TypeAlias = pd.DataFrame | Mapping[str, Any]
 
 
 @dataclass
@@ -83,31 +88,43 @@ class Preprocessor:
     def cardinalities(self) -> list[int]:
         return [len(v) + 1 for v in self.categories.values()]
 
-    def transform(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def transform(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
         """(numeric float32 [n, n_num], categorical int64 [n, n_cat]) for the model.
 
+        ``columns`` is a DataFrame or any mapping of feature name -> 1-D values (the
+        server passes the decoded request's numpy columns, with no DataFrame in between).
         Vectorised: serving calls this per request, so it avoids per-column pandas work."""
-        n = len(df)
+        first = next(iter([*self.numeric, *self.categories]), None)
+        n = len(columns[first]) if first is not None else len(columns)
         if self.numeric:
-            stats = list(self.numeric.values())
-            raw = np.column_stack(
-                [
-                    pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-                    for c in self.numeric
-                ]
-            )
-            median = np.array([s.median for s in stats])
-            raw = np.where(np.isnan(raw), median, raw)
-            z = (raw - [s.mean for s in stats]) / [s.std for s in stats]
+            median, mean, std = self._numeric_arrays()
+            raw = np.column_stack([_as_float(columns[c]) for c in self.numeric])
+            z = (np.where(np.isnan(raw), median, raw) - mean) / std
             # Clip: a value far outside the training range (drift) should not saturate the
             # network; +-10 standard deviations keeps order and bounds the damage.
-            x_num = np.clip(z, -Z_CLIP, Z_CLIP).astype(np.float32)
+            x_num = np.clip(z, -Z_CLIP, Z_CLIP, out=z).astype(np.float32)
         else:
             x_num = np.empty((n, 0), dtype=np.float32)
         x_cat = np.empty((n, len(self.categories)), dtype=np.int64)
         for j, (c, index) in enumerate(self._indexes().items()):
-            x_cat[:, j] = [index.get(_cat_key(v), 0) for v in df[c].tolist()]
+            values = columns[c]
+            values = values.tolist() if hasattr(values, "tolist") else values
+            x_cat[:, j] = [index.get(_cat_key(v), 0) for v in values]
         return x_num, x_cat
+
+    def _numeric_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(median, mean, std) per numeric column, built once."""
+        cached = self.__dict__.get("_numeric_cache")
+        if cached is None or cached[0] is not self.numeric:
+            stats = list(self.numeric.values())
+            arrays = (
+                np.array([s.median for s in stats]),
+                np.array([s.mean for s in stats]),
+                np.array([s.std for s in stats]),
+            )
+            cached = (self.numeric, arrays)
+            self.__dict__["_numeric_cache"] = cached
+        return cached[1]
 
     def _indexes(self) -> dict[str, dict[str | None, int]]:
         """Category -> embedding index per column, built once (index 0: unknown)."""
@@ -162,6 +179,16 @@ class Preprocessor:
         d = json.loads(text)
         d["numeric"] = {k: NumericStats(**v) for k, v in d["numeric"].items()}
         return cls(**d)
+
+
+def _as_float(values: Any) -> np.ndarray:
+    """float64 with NaN for missing; anything non-numeric becomes NaN (then the median)."""
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "fiub":  # numpy array or plain Series
+        return np.asarray(values, dtype="float64")
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(
+        dtype="float64", na_value=np.nan
+    )
 
 
 def _cat_key(v: object) -> str | None:

@@ -121,7 +121,6 @@ def train_model(splits: Splits, spec: DatasetSpec, params: dict) -> TrainResult:
         n_outputs=n_out,
     )
     net = TabularNet(arch)
-    model = TabularModel(pre, net, arch)
     loss_fn: nn.Module = {
         "regression": nn.MSELoss(),
         "binary": nn.BCEWithLogitsLoss(),
@@ -144,7 +143,7 @@ def train_model(splits: Splits, spec: DatasetSpec, params: dict) -> TrainResult:
             loss.backward()
             opt.step()
         sched.step()
-        net.eval()
+        model = TabularModel(pre, net, arch)  # a snapshot of this epoch's weights
         if spec.task == "binary":
             _tune(model, splits.validation, spec)
         score = evaluate(model, splits.validation, spec)[spec.metric]
@@ -154,7 +153,7 @@ def train_model(splits: Splits, spec: DatasetSpec, params: dict) -> TrainResult:
             break
     assert best_state is not None
     net.load_state_dict(best_state)
-    net.eval()
+    model = TabularModel(pre, net, arch)
 
     # 4. Binary: tune the decision threshold on validation for the spec's metric.
     if spec.task == "binary":

@@ -10,7 +10,10 @@ Endpoints:
 - ``POST /``        a CloudEvent in binary mode, as KServe's payload logger sends it
                     (``ce-type`` request|response, ``ce-id`` = request id, extensions
                     ``ce-inferenceservicename``, ``ce-namespace``, ``ce-endpoint``...);
-                    200, or 400 with ``{"error": "..."}`` for a malformed event.
+                    or, with ``Content-Type: application/cloudevents-batch+json``, a
+                    batch of the same events in structured form (driftloop's own emitter,
+                    ``serving/payload_log.py``); 200, or 400 with ``{"error": "..."}``
+                    naming the malformed event (a bad batch is refused whole).
 - ``POST /labels``  ground truth ``{"model": m, "labels": [{"request_id", "row", "label",
                     "time"}]}``; 200 ``{"written": n}``, 400 if malformed, 503 if the
                     store is down (the caller retries).
@@ -46,12 +49,17 @@ from monitoring.decode import REQUEST, RESPONSE, Event, check_request, check_res
 
 log = logging.getLogger("driftloop.collector")
 MAX_BODY = 16 * 1024 * 1024  # one inference payload; larger is refused with 413
-_REQ, _RESP = REQUEST.encode(), RESPONSE.encode()
 _JSON = [(b"content-type", b"application/json")]
+BATCH = b"application/cloudevents-batch+json"
 
 
-def _text(v: bytes | None) -> str | None:
-    return v.decode("latin-1") if v else None
+def _text(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Collector:
@@ -71,43 +79,75 @@ class Collector:
     def receive_event(
         self, headers: Sequence[tuple[bytes, bytes]], body: bytes
     ) -> tuple[int, bytes]:
-        """Validate one binary-mode CloudEvent and buffer it; (status, response body)."""
-        h = {k: v for k, v in headers if k.startswith(b"ce-")}  # ASGI lowercases names
-        ce_type, rid = h.get(b"ce-type"), h.get(b"ce-id")
-        if ce_type != _REQ and ce_type != _RESP:
-            return self._bad(f"unknown or missing ce-type {_text(ce_type)!r}")
-        if not rid:
-            return self._bad("missing ce-id (the request id that pairs request and response)")
+        """One binary-mode CloudEvent (KServe's logger): attributes in ``ce-*`` headers,
+        the payload as the body. Buffers it; returns (status, response body)."""
+        # ASGI lowercases header names; "ce-type" -> attribute "type".
+        attrs = {
+            k[3:].decode("latin-1"): v.decode("latin-1") for k, v in headers if k[:3] == b"ce-"
+        }
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as e:
             return self._bad(f"body is not valid JSON: {e}")
-        if not isinstance(doc, dict):
-            return self._bad("body must be a JSON object")
-        endpoint = _text(h.get(b"ce-endpoint")) or "default"
-        if not valid_name(endpoint):
-            return self._bad(f"invalid ce-endpoint {endpoint!r}")
-        is_req = ce_type == _REQ
         try:
-            rows = check_request(doc) if is_req else 0
-            if not is_req:
-                check_response(doc)
+            rid, ev = self._event(attrs, doc)
         except DataError as e:
             return self._bad(str(e))
+        self._accept(rid, ev)
+        return 200, b""
+
+    def receive_batch(self, body: bytes) -> tuple[int, bytes]:
+        """CloudEvents batched mode (``application/cloudevents-batch+json``): a JSON array
+        of structured events, attributes as keys and the payload under ``data``; driftloop's
+        own emitter sends these. All or nothing: one malformed event refuses the batch."""
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            return self._bad(f"batch is not valid JSON: {e}")
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            return self._bad("a CloudEvents batch must be a JSON array of event objects")
+        events = []
+        for i, item in enumerate(items):
+            try:
+                events.append(self._event(item, item.get("data")))
+            except DataError as e:
+                return self._bad(f"event {i} of the batch: {e}")
+        for rid, ev in events:
+            self._accept(rid, ev)
+        return 200, b""
+
+    def _event(self, attrs: dict[str, Any], doc: Any) -> tuple[str, Event]:
+        """Validate one event's attributes and payload; DataError names the problem."""
+        ce_type, rid = attrs.get("type"), attrs.get("id")
+        if ce_type != REQUEST and ce_type != RESPONSE:
+            raise DataError(f"unknown or missing ce-type {_show(ce_type)}")
+        if not isinstance(rid, str) or not rid:
+            raise DataError("missing ce-id (the request id that pairs request and response)")
+        if not isinstance(doc, dict):
+            raise DataError("body must be a JSON object")
+        endpoint = attrs.get("endpoint") or "default"
+        if not valid_name(endpoint):
+            raise DataError(f"invalid ce-endpoint {_show(endpoint)}")
+        is_req = ce_type == REQUEST
+        rows = check_request(doc) if is_req else 0
+        if not is_req:
+            check_response(doc)
         ev = Event(
             is_req,
             doc,
             time.time(),
-            _text(h.get(b"ce-time")),
-            _text(h.get(b"ce-inferenceservicename")),
-            _text(h.get(b"ce-namespace")),
+            _text(attrs.get("time")),
+            _text(attrs.get("inferenceservicename")),
+            _text(attrs.get("namespace")),
             endpoint,
             rows,
         )
-        (self.metrics.requests if is_req else self.metrics.responses).inc()
-        if self.pairer.add(rid.decode("latin-1"), ev) and self._wake is not None:
+        return rid, ev
+
+    def _accept(self, rid: str, ev: Event) -> None:
+        (self.metrics.requests if ev.is_request else self.metrics.responses).inc()
+        if self.pairer.add(rid, ev) and self._wake is not None:
             self._wake.set()
-        return 200, b""
 
     def _bad(self, message: str) -> tuple[int, bytes]:
         self.metrics.invalid.inc()
@@ -127,7 +167,10 @@ class Collector:
             self.metrics.dropped.labels("too_large").inc()
             status, out = 413, orjson.dumps({"error": f"body larger than {MAX_BODY} bytes"})
         elif method == "POST" and path == "/":
-            status, out = self.receive_event(scope["headers"], body)
+            if _content_type(scope["headers"]) == BATCH:
+                status, out = self.receive_batch(body)
+            else:
+                status, out = self.receive_event(scope["headers"], body)
         elif method == "POST" and path == "/labels":
             status, out = await self._labels(body)
         elif method == "GET" and path == "/healthz":
@@ -217,6 +260,13 @@ class Collector:
             unpaired,
             lost,
         )
+
+
+def _content_type(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    for k, v in headers:
+        if k == b"content-type":
+            return v.split(b";", 1)[0].strip().lower()
+    return b""
 
 
 async def _read_body(receive: Any) -> tuple[bytes, bool]:

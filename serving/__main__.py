@@ -1,7 +1,7 @@
 """The container entrypoint, with KServe's conventions::
 
     python -m serving --model_dir /mnt/models --model_name bike-sharing --http_port 8080 \
-        [--logger_url http://collector/] [--max_batch_rows 1000]
+        [--logger_url http://collector/] [--max_batch_rows 1000] [--torch_threads 1]
 
 ``--model_dir`` is a registry version directory (the InferenceService ``storageUri``,
 copied by KServe's storage initializer); every file is checked against ``manifest.json``
@@ -21,7 +21,7 @@ from driftloop.errors import DriftloopError
 def build_parser() -> argparse.ArgumentParser:
     from kserve.model_server import parser as kserve_parser
 
-    from serving.model import DEFAULT_MAX_BATCH_ROWS
+    from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
     p = argparse.ArgumentParser(prog="python -m serving", parents=[kserve_parser])
     p.add_argument("--model_dir", default="/mnt/models", help="registry version directory")
@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_BATCH_ROWS,
         help="largest batch one request may send (default %(default)s)",
+    )
+    p.add_argument(
+        "--torch_threads",
+        type=threads_arg,
+        default=DEFAULT_TORCH_THREADS,
+        help="torch intra-op threads (default %(default)s: lowest latency per request)",
     )
     p.add_argument(
         "--logger_url",
@@ -51,12 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
     from kserve import ModelServer
 
     from serving.artifacts import load_dir
     from serving.model import TabularPredictor
     from serving.payload_log import LoggerConfig, PayloadEmitter
 
+    torch.set_num_threads(args.torch_threads)
     emitter = None
     if args.logger_url:
         emitter = PayloadEmitter(

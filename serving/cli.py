@@ -18,7 +18,7 @@ from driftloop.store import open_store
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from serving.model import DEFAULT_MAX_BATCH_ROWS
+    from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
     s = sub.add_parser("serve", help="serve a registered model with KServe's model server")
     s.add_argument("--model", help="registered model (default: the only one in the store)")
@@ -40,16 +40,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="seconds between alias checks (default %(default)s)",
     )
     s.add_argument("--max-batch-rows", type=int, default=DEFAULT_MAX_BATCH_ROWS)
+    s.add_argument(
+        "--torch-threads",
+        type=threads_arg,
+        default=DEFAULT_TORCH_THREADS,
+        help="torch intra-op threads (default %(default)s: lowest latency per request)",
+    )
     s.set_defaults(func=serve)
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+
     from serving.artifacts import load_from_registry
     from serving.model import TabularPredictor
     from serving.payload_log import LoggerConfig, PayloadEmitter
     from serving.server import LocalServer
     from serving.watch import AliasWatcher
 
+    torch.set_num_threads(args.torch_threads)
     registry = Registry(open_store(settings))
     name = args.model or _only_model(registry)
     ref = registry.resolve(name, args.version, None if args.version else args.alias)

@@ -1,8 +1,8 @@
 """Requests in, responses out: V1 and V2 (Open Inference Protocol) against schema.json.
 
 Plain functions, no server: ``decode_v1`` / ``decode_v2`` turn a decoded request body
-into a typed DataFrame for ``TabularModel.predict`` (numeric -> float64, categorical ->
-str) or raise ``kserve.errors.InvalidInput`` (HTTP 400) with a message naming the field;
+into typed columns for ``TabularModel.predict`` (numeric -> float64 array, categorical ->
+list of str) or raise ``kserve.errors.InvalidInput`` (HTTP 400) with a message naming the field;
 ``v1_response`` / ``v2_outputs`` build the response bodies. Nothing here can raise
 anything else for bad input: kserve turns any other exception into a 500.
 
@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from kserve.errors import InvalidInput
+
+from driftloop.preprocess import Columns
 
 NUMERIC_TYPES = frozenset(
     {
@@ -137,16 +138,17 @@ def _show(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def to_frame(columns: dict[str, list], schema: Schema) -> pd.DataFrame:
-    """Validated columns (every feature, equal lengths) -> the model's input frame."""
+def to_columns(columns: dict[str, list], schema: Schema) -> Columns:
+    """Raw values per feature (every feature, equal lengths) -> the model's typed input:
+    numeric features a float64 array (NaN = missing), categorical ones a list of str/None.
+    No DataFrame: building one would cost more than the whole model on a single row."""
     reject = schema.unknown_category == "reject"
-    data: dict[str, Any] = {}
-    for f in schema.features:
-        values = columns[f.name]
-        data[f.name] = (
-            _numeric(f, values) if f.kind == "numeric" else _categorical(f, values, reject)
-        )
-    return pd.DataFrame(data)
+    return {
+        f.name: _numeric(f, columns[f.name])
+        if f.kind == "numeric"
+        else _categorical(f, columns[f.name], reject)
+        for f in schema.features
+    }
 
 
 def _check_rows(n: int, max_rows: int) -> None:
@@ -168,7 +170,7 @@ def _check_names(given: list[str], schema: Schema, where: str) -> None:
 
 
 # -- V1 ------------------------------------------------------------------------------------
-def decode_v1(body: Any, schema: Schema, max_rows: int) -> pd.DataFrame:
+def decode_v1(body: Any, schema: Schema, max_rows: int) -> Columns:
     """``{"instances": [...], "timestamp"?: ISO 8601}`` -> frame. Instances are objects
     keyed by feature name or lists in schema order. ``timestamp`` is the event time (the
     collector logs it); it is checked here and otherwise ignored."""
@@ -205,7 +207,7 @@ def decode_v1(body: Any, schema: Schema, max_rows: int) -> pd.DataFrame:
                 f"instance {i}: expected an object or a list, got {type(inst).__name__}"
             )
     try:
-        return to_frame(columns, schema)
+        return to_columns(columns, schema)
     except InvalidInput as e:
         raise InvalidInput(f"{e} (instances)") from None
 
@@ -249,7 +251,7 @@ def _flatten(data: Any, name: str) -> list:
     return data
 
 
-def decode_v2(inputs: list, schema: Schema, max_rows: int) -> pd.DataFrame:
+def decode_v2(inputs: list, schema: Schema, max_rows: int) -> Columns:
     """One named input per feature column, shape [n] or [n, 1]; numeric features take a
     numeric datatype (FP32, FP64, INT64, ...), categorical features BYTES."""
     by_name = {f.name: f for f in schema.features}
@@ -289,7 +291,7 @@ def decode_v2(inputs: list, schema: Schema, max_rows: int) -> pd.DataFrame:
         elif shape[0] != rows:
             raise InvalidInput(f"input {f.name!r}: {shape[0]} rows, other inputs have {rows}")
         columns[f.name] = values
-    return to_frame(columns, schema)
+    return to_columns(columns, schema)
 
 
 def input_types(schema: Schema) -> list[dict]:

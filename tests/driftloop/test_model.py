@@ -6,7 +6,7 @@ import torch
 
 from driftloop.data import load_window, split_by_time
 from driftloop.errors import InvalidRequest
-from driftloop.model import TabularModel
+from driftloop.model import Architecture, InferenceNet, TabularModel, TabularNet
 from driftloop.preprocess import Preprocessor
 from driftloop.spec import load_spec
 from driftloop.train import HParams, baselines, evaluate, sample_trials, train_model
@@ -70,6 +70,31 @@ def test_save_load_round_trip_uses_safetensors_and_predicts_identically(toy, tmp
     assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.pt"))
     loaded = TabularModel.load(tmp_path)
     np.testing.assert_array_equal(model.predict(s.test)["value"], loaded.predict(s.test)["value"])
+
+
+@pytest.mark.parametrize(
+    "n_numeric,cardinalities,layers,n_outputs",
+    [(4, [3, 25, 2], 3, 1), (0, [5, 7], 1, 3), (6, [], 2, 1)],
+)
+def test_inference_net_equals_the_trained_network(n_numeric, cardinalities, layers, n_outputs):
+    """The folded prediction network computes what TabularNet computes, up to float32
+    rounding, for any mix of numeric and categorical columns."""
+    torch.manual_seed(0)
+    dims = [min(4, c) for c in cardinalities]
+    arch = Architecture(n_numeric, cardinalities, dims, 32, layers, 0.5, n_outputs)
+    net = TabularNet(arch).eval()
+    x_num = torch.randn(200, n_numeric)
+    x_cat = (
+        torch.stack([torch.randint(0, c, (200,)) for c in cardinalities], dim=1)
+        if cardinalities
+        else torch.empty(200, 0, dtype=torch.int64)
+    )
+    with torch.no_grad():
+        expected = net(x_num, x_cat)
+    folded = InferenceNet(net)(x_num, x_cat)
+    assert folded.shape == expected.shape == (200, n_outputs) and not folded.requires_grad
+    torch.testing.assert_close(folded, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(expected, torch.zeros_like(expected))
 
 
 def test_binary_model_tunes_threshold_and_returns_labels(tmp_path):

@@ -46,6 +46,12 @@ def headers(ce_type: str, rid: str, endpoint: str = "default", **extra: str) -> 
     }
 
 
+def structured(ce_type: str, rid: str, data: object, **extra: object) -> dict:
+    """The same event in structured form, as one element of a CloudEvents batch."""
+    attrs = {k[3:]: v for k, v in headers(ce_type, rid).items() if k.startswith("ce-")}
+    return {**attrs, "datacontenttype": "application/json", "data": data, **extra}
+
+
 def as_asgi(h: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode(), v.encode()) for k, v in h.items()]
 
@@ -97,6 +103,13 @@ class Running:
         req, resp = v1_pair(rid, n)
         assert self.send(REQ, rid, req, endpoint=endpoint).status_code == 200
         assert self.send(RESP, rid, resp, endpoint=endpoint).status_code == 200
+
+    def send_batch(self, events: list[dict]) -> httpx.Response:
+        return self.http.post(
+            "/",
+            headers={"content-type": "application/cloudevents-batch+json"},
+            content=json.dumps(events).encode(),
+        )
 
     def metric(self, name: str) -> float:
         for line in self.http.get("/metrics").text.splitlines():

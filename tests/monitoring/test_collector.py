@@ -5,7 +5,7 @@ from __future__ import annotations
 from driftloop.payloads import read_labels, read_logs
 from driftloop.settings import Settings
 from driftloop.store import open_store
-from tests.monitoring.helpers import REQ, RESP, collector, wait_for
+from tests.monitoring.helpers import REQ, RESP, collector, structured, v1_pair, wait_for
 
 
 def test_flushes_on_size_before_any_timer(local_settings: Settings) -> None:
@@ -19,6 +19,23 @@ def test_flushes_on_size_before_any_timer(local_settings: Settings) -> None:
         assert len(read_logs(store, "bike")) == 4
         assert c.terminate() == 0
     assert len(read_logs(store, "bike")) == 5  # ...until shutdown flushes it
+
+
+def test_batched_mode_over_http(local_settings: Settings) -> None:
+    store = open_store(local_settings)
+    with collector(local_settings) as c:
+        events = []
+        for rid in ("b1", "b2"):
+            req, resp = v1_pair(rid, n=2)
+            events += [structured(REQ, rid, req), structured(RESP, rid, resp)]
+        assert c.send_batch(events).status_code == 200
+        req, resp = v1_pair("b3")
+        bad = [structured(REQ, "b3", req), structured(RESP, "b3", resp), {"type": REQ}]
+        refused = c.send_batch(bad)
+        assert refused.status_code == 400 and "event 2" in refused.json()["error"]
+        assert c.terminate() == 0
+    logged = read_logs(store, "bike")
+    assert sorted(logged["request_id"]) == ["b1", "b1", "b2", "b2"]  # b3 refused whole
 
 
 def test_flushes_on_age(local_settings: Settings) -> None:

@@ -81,16 +81,16 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 class Receiver:
-    """A fake collector: records every POST's headers and body, answers 200."""
+    """A fake collector: records every POST's headers and JSON body, answers 200."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[dict, bytes]] = []
-        events = self.events
+        self.posts: list[tuple[dict, object]] = []
+        posts = self.posts
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                events.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                posts.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()

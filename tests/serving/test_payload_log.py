@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 from prometheus_client import REGISTRY
 
+from driftloop.payloads import read_logs
+from driftloop.store import LocalStore
+from monitoring.collector import Collector
+from serving.payload_log import BATCH_CONTENT_TYPE
 from tests.serving.conftest import Receiver, Trained, rows
 from tests.serving.test_server import v2_body
 
@@ -39,29 +44,55 @@ def test_dead_collector_counts_failures_and_predictions_succeed(
     assert 'driftloop_payload_events_failed_total{model="bike-deadlog"}' in exposed
 
 
-def test_events_arrive_paired_with_kserve_headers(
+def test_events_arrive_paired_with_kserve_attributes(
     client: httpx.Client, bike: Trained, receiver: Receiver
 ) -> None:
-    receiver.events.clear()
+    receiver.posts.clear()
     v1 = {"instances": rows(bike, 2), "timestamp": "2011-02-27T17:00:00+00:00"}
     r1 = client.post("/v1/models/bike-logged:predict", json=v1, headers={"x-request-id": "req-1"})
     r2 = client.post("/v2/models/bike-logged/infer", json=v2_body(bike, rows(bike, 3)))
     assert r1.status_code == r2.status_code == 200
-    assert wait_for(lambda: len(receiver.events) >= 4)
-    by_id: dict[str, dict[str, tuple[dict, dict]]] = {}
-    for headers, body in receiver.events:
-        assert headers["ce-specversion"] == "1.0"
-        assert headers["content-type"] == "application/json"
-        assert headers["ce-inferenceservicename"] == "bike-logged"
-        assert headers["ce-namespace"] == "ns"
-        assert headers["ce-component"] == "predictor" and headers["ce-endpoint"] == "default"
-        assert headers["ce-source"] and headers["ce-time"].endswith("Z")
-        kind = headers["ce-type"].rsplit(".", 1)[1]
-        by_id.setdefault(headers["ce-id"], {})[kind] = (headers, json.loads(body))
+
+    def events() -> list[dict]:
+        return [e for _, batch in list(receiver.posts) for e in batch]  # type: ignore[attr-defined]
+
+    assert wait_for(lambda: len(events()) >= 4)
+    assert all(h["content-type"] == BATCH_CONTENT_TYPE for h, _ in receiver.posts)
+    by_id: dict[str, dict[str, dict]] = {}
+    for e in events():
+        assert e["specversion"] == "1.0" and e["datacontenttype"] == "application/json"
+        assert e["inferenceservicename"] == "bike-logged" and e["namespace"] == "ns"
+        assert e["component"] == "predictor" and e["endpoint"] == "default"
+        assert e["source"] and e["time"].endswith("Z")
+        by_id.setdefault(e["id"], {})[e["type"].rsplit(".", 1)[1]] = e["data"]
     assert set(by_id["req-1"]) == {"request", "response"}
-    assert by_id["req-1"]["request"][1] == v1  # the request body as sent
-    assert by_id["req-1"]["response"][1] == r1.json()  # the response body as returned
+    assert by_id["req-1"]["request"] == v1  # the request body as sent
+    assert by_id["req-1"]["response"] == r1.json()  # the response body as returned
     v2_id = r2.json()["id"]
     served = [{k: v for k, v in o.items() if v is not None} for o in r2.json()["outputs"]]
-    assert by_id[v2_id]["response"][1]["outputs"] == served
-    assert [t["name"] for t in by_id[v2_id]["request"][1]["inputs"]] == bike.spec.features
+    assert by_id[v2_id]["response"]["outputs"] == served
+    assert [t["name"] for t in by_id[v2_id]["request"]["inputs"]] == bike.spec.features
+
+
+def test_batches_are_what_the_collector_accepts(
+    client: httpx.Client, bike: Trained, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The emitter's batches go through the real collector into Parquet rows."""
+    receiver.posts.clear()
+    for i in range(3):
+        r = client.post(
+            "/v1/models/bike-logged:predict",
+            json={"instances": rows(bike, 2)},
+            headers={"x-request-id": f"batch-{i}"},
+        )
+        assert r.status_code == 200
+    assert wait_for(lambda: sum(len(b) for _, b in list(receiver.posts)) >= 6)  # type: ignore[arg-type]
+    store = LocalStore(tmp_path)
+    collector = Collector(store)
+    for _, batch in receiver.posts:
+        status, out = collector.receive_batch(json.dumps(batch).encode())
+        assert status == 200, out
+    assert collector.writer.write(collector.pairer.take()) == 6
+    logged = read_logs(store, "bike-logged")
+    assert sorted(logged["request_id"].unique()) == ["batch-0", "batch-1", "batch-2"]
+    assert logged["prediction"].notna().all()

@@ -23,11 +23,12 @@ SCHEMA = Schema.from_json(
 
 
 def test_decode_v1_types_columns() -> None:
-    df = decode_v1(
+    cols = decode_v1(
         {"instances": [{"x": 1, "c": 2}, [2.5, "zzz"], {"x": None, "c": None}]}, SCHEMA, 10
     )
-    assert df["x"].dtype == "float64" and np.isnan(df["x"].iloc[2])
-    assert df["c"].tolist() == ["2", "zzz", None]  # ints become category strings
+    assert cols["x"].dtype == "float64" and cols["x"][:2].tolist() == [1.0, 2.5]
+    assert np.isnan(cols["x"][2])
+    assert list(cols["c"]) == ["2", "zzz", None]  # ints become category strings
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,13 @@ def test_evaluate_names_fired_rules_per_row() -> None:
         {"temp": [0.5, 0.05, 0.3], "hr": ["17", "17", "2"], "weathersit": ["3", "1", "4"]}
     )
     assert rules.evaluate(df) == [["storm_peak"], ["cold"], []]
+    # The predictor passes decoded columns, not a DataFrame: same answer.
+    columns = {
+        "temp": df["temp"].to_numpy(),
+        "hr": df["hr"].tolist(),
+        "weathersit": df["weathersit"].tolist(),
+    }
+    assert rules.evaluate(columns) == [["storm_peak"], ["cold"], []]
 
 
 @pytest.mark.parametrize(
@@ -32,6 +39,8 @@ def test_evaluate_names_fired_rules_per_row() -> None:
         ('rules:\n  - name: typo\n    when: "tmp > 1"\n', "'typo'"),
         ('rules:\n  - name: noaction\n    when: "temp > 1"\n    action: block\n', "'noaction'"),
         ('rules:\n  - name: value\n    when: "temp + 1"\n', "'value'"),
+        # Only features are in scope, never a variable of the code evaluating the rule.
+        ('rules:\n  - name: sneaky\n    when: "pd > 1 or rule > 1"\n', "'sneaky'"),
         ('rules:\n  - when: "temp > 1"\n', "rule '#1'"),
         ("rules:\n  - {name: a, when: 'temp > 1'}\n  - {name: a, when: 'temp > 2'}\n", "'a'"),
         ("rules: [", "YAML"),
