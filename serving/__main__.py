@@ -58,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
-    from kserve import ModelServer
 
     from serving.artifacts import load_dir
     from serving.model import TabularPredictor
@@ -88,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from kserve.model_server import app
 
-    from serving.server import install_error_handlers
+    from serving.server import install_error_handlers, model_server
 
     install_error_handlers(app)
-    ModelServer().start([predictor])
+    model_server().start([predictor])
     return 0
 
 

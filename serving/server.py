@@ -21,6 +21,7 @@ import asyncio
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -28,7 +29,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kserve import Model, ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.errors import InvalidInput
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
 _app_built = False
 
@@ -43,7 +48,7 @@ class LocalServer:
                 "kserve hosts one REST app per process; register all models on one LocalServer"
             )
         self.host, self.port = host, port
-        self.model_server = ModelServer(
+        self.model_server = model_server(
             http_port=port, enable_grpc=False, enable_latency_logging=latency_logging
         )
         for m in models:
@@ -97,6 +102,32 @@ class LocalServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+class GuardedDataPlane(DataPlane):
+    """kserve's data plane, except that a V2 body it cannot decode is a 400.
+
+    kserve decodes the binary tensor extension (``inference-header-content-length``) itself,
+    before any model code runs, and a malformed header or body raises ValueError, KeyError
+    or worse: a 500 and a reset connection. Decoding only reads the client's bytes, so any
+    failure in it is the client's error."""
+
+    def decode_inference_request(
+        self, body: bytes | InferenceRequest, headers: dict, model_name: str
+    ) -> InferRequest:
+        try:
+            return super().decode_inference_request(body, headers, model_name)
+        except InvalidInput:
+            raise
+        except Exception as e:  # noqa: BLE001 - see the class docstring
+            raise InvalidInput(f"malformed V2 request: {type(e).__name__}: {e}") from None
+
+
+def model_server(**kwargs: Any) -> ModelServer:
+    """kserve's ModelServer with ``GuardedDataPlane`` (the container uses this too)."""
+    server = ModelServer(**kwargs)
+    server.dataplane = GuardedDataPlane(model_registry=server.registered_models)
+    return server
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
