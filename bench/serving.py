@@ -8,7 +8,9 @@
    its GIL) hosting: ``bike`` (our predictor), ``bike-logged`` (payload logging to a fake
    collector, itself another subprocess answering 200) and ``noop`` (returns a constant).
 3. Sequential requests over one persistent httpx connection; each figure is measured after
-   ``--warmup`` requests. The LAST stdout line is one JSON object with the figures.
+   ``--warmup`` requests, the four single-row targets interleaved in ten rounds so that a
+   slow phase of the machine cannot favour one of them. The LAST stdout line is one JSON
+   object with the figures.
 
 Goals: v1 single-row p50 <= 1.3 x no-op p50; logging adds <= 10 % to p50.
 """
@@ -104,25 +106,35 @@ def serve(port: int, store: str, logger_url: str) -> None:
     LocalServer(models, port=port).run()
 
 
-def measure(client, path: str, body: dict, n: int, warmup: int) -> dict:  # noqa: ANN001
-    content = json.dumps(body).encode()
+def measure(client, targets: dict[str, tuple[str, dict]], n: int, warmup: int) -> dict:  # noqa: ANN001
+    """Sequential requests to each target (name -> (path, body)), interleaved in rounds of
+    n/10 so that drift in the machine's state over the run hits every target alike."""
     headers = {"content-type": "application/json"}
-    for _ in range(warmup):
-        client.post(path, content=content, headers=headers).raise_for_status()
-    times = []
-    t0 = time.perf_counter()
-    for _ in range(n):
-        t = time.perf_counter()
-        r = client.post(path, content=content, headers=headers)
-        times.append(time.perf_counter() - t)
-        r.raise_for_status()
-    total = time.perf_counter() - t0
-    times.sort()
-    return {
-        "p50_ms": 1000 * times[len(times) // 2],
-        "p99_ms": 1000 * times[min(len(times) - 1, int(len(times) * 0.99))],
-        "rps": n / total,
-    }
+    contents = {k: (path, json.dumps(body).encode()) for k, (path, body) in targets.items()}
+    for path, content in contents.values():
+        for _ in range(warmup):
+            client.post(path, content=content, headers=headers).raise_for_status()
+    times: dict[str, list[float]] = {k: [] for k in targets}
+    busy = dict.fromkeys(targets, 0.0)
+    rounds = 10
+    for r in range(rounds):
+        for k, (path, content) in contents.items():
+            t0 = time.perf_counter()
+            for _ in range(n // rounds + (r < n % rounds)):
+                t = time.perf_counter()
+                resp = client.post(path, content=content, headers=headers)
+                times[k].append(time.perf_counter() - t)
+                resp.raise_for_status()
+            busy[k] += time.perf_counter() - t0
+    out = {}
+    for k, ts in times.items():
+        ts.sort()
+        out[k] = {
+            "p50_ms": 1000 * ts[len(ts) // 2],
+            "p99_ms": 1000 * ts[min(len(ts) - 1, int(len(ts) * 0.99))],
+            "rps": len(ts) / busy[k],
+        }
+    return out
 
 
 def rules_ms_per_request(rows: list[dict], n: int = 500) -> float:
@@ -201,11 +213,21 @@ def main() -> None:
                     ]
                 }
                 n, w = args.n, args.warmup
-                noop = measure(c, "/v1/models/noop:predict", one, n, w)
-                v1 = measure(c, "/v1/models/bike:predict", one, n, w)
-                logged = measure(c, "/v1/models/bike-logged:predict", one, n, w)
-                v2r = measure(c, "/v2/models/bike/infer", v2, n, w)
-                batch = measure(c, "/v1/models/bike:predict", {"instances": rows}, args.batch_n, 20)
+                single = measure(
+                    c,
+                    {
+                        "noop": ("/v1/models/noop:predict", one),
+                        "v1": ("/v1/models/bike:predict", one),
+                        "logged": ("/v1/models/bike-logged:predict", one),
+                        "v2": ("/v2/models/bike/infer", v2),
+                    },
+                    n,
+                    w,
+                )
+                noop, v1, logged, v2r = (single[k] for k in ("noop", "v1", "logged", "v2"))
+                batch = measure(
+                    c, {"batch": ("/v1/models/bike:predict", {"instances": rows})}, args.batch_n, 20
+                )["batch"]
         finally:
             for proc in procs:
                 proc.terminate()
