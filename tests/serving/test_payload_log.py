@@ -96,3 +96,38 @@ def test_batches_are_what_the_collector_accepts(
     logged = read_logs(store, "bike-logged")
     assert sorted(logged["request_id"].unique()) == ["batch-0", "batch-1", "batch-2"]
     assert logged["prediction"].notna().all()
+
+
+def test_binary_v2_requests_are_logged_as_json(
+    client: httpx.Client, bike: Trained, receiver: Receiver
+) -> None:
+    """A V2 request in the binary extension is logged like a JSON one: its BYTES tensor
+    (length-prefixed raw bytes on the wire) appears in the log as strings."""
+    receiver.posts.clear()
+    body = v2_body(bike, rows(bike, 2))
+    season = next(t for t in body["inputs"] if t["name"] == "season")
+    values = [str(v).encode() for v in season.pop("data")]
+    raw = b"".join(len(v).to_bytes(4, "little") + v for v in values)  # OIP BYTES layout
+    season["parameters"] = {"binary_data_size": len(raw)}
+    head = json.dumps({**body, "id": "binary-1"}).encode()
+    r = client.post(
+        "/v2/models/bike-logged/infer",
+        content=head + raw,
+        headers={
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(len(head)),
+        },
+    )
+    assert r.status_code == 200, r.text
+
+    def logged() -> list[dict]:
+        return [
+            e["data"]
+            for _, batch in list(receiver.posts)
+            for e in batch  # type: ignore[attr-defined]
+            if e["id"] == "binary-1" and e["type"].endswith("request")
+        ]
+
+    assert wait_for(lambda: len(logged()) == 1)
+    tensor = next(t for t in logged()[0]["inputs"] if t["name"] == "season")
+    assert tensor["data"] == [v.decode() for v in values]
