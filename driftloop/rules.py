@@ -70,7 +70,9 @@ class RuleSet(BaseModel):
 
 def _truth(columns: Columns, rule: Rule, n: int) -> np.ndarray:
     names = _referenced(rule.when)
-    scope = {c: _series(columns[c]) for c in (names if names is not None else columns)}
+    # Names that are not columns (pandas' math functions such as abs) stay for pd.eval.
+    used = [c for c in names if c in columns] if names is not None else list(columns)
+    scope = {c: _series(columns[c]) for c in used}
     # engine="python": no numexpr dependency, and string comparisons work. Empty local and
     # global dicts: a name that is not a feature is an error, never one of our variables.
     out = pd.eval(rule.when, engine="python", resolvers=[scope], local_dict={}, global_dict={})

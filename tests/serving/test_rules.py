@@ -15,6 +15,8 @@ rules:
     when: "weathersit in ['3', '4'] and hr in ['17', '18']"
   - name: cold
     when: "temp < 0.1"
+  - name: extreme
+    when: "abs(temp - 0.3) > 0.22"
 """
 
 
@@ -23,14 +25,14 @@ def test_evaluate_names_fired_rules_per_row() -> None:
     df = pd.DataFrame(
         {"temp": [0.5, 0.05, 0.3], "hr": ["17", "17", "2"], "weathersit": ["3", "1", "4"]}
     )
-    assert rules.evaluate(df) == [["storm_peak"], ["cold"], []]
+    assert rules.evaluate(df) == [["storm_peak"], ["cold", "extreme"], []]
     # The predictor passes decoded columns, not a DataFrame: same answer.
     columns = {
         "temp": df["temp"].to_numpy(),
         "hr": df["hr"].tolist(),
         "weathersit": df["weathersit"].tolist(),
     }
-    assert rules.evaluate(columns) == [["storm_peak"], ["cold"], []]
+    assert rules.evaluate(columns) == [["storm_peak"], ["cold", "extreme"], []]
 
 
 @pytest.mark.parametrize(
