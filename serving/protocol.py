@@ -171,7 +171,7 @@ def _check_names(given: list[str], schema: Schema, where: str) -> None:
 
 # -- V1 ------------------------------------------------------------------------------------
 def decode_v1(body: Any, schema: Schema, max_rows: int) -> Columns:
-    """``{"instances": [...], "timestamp"?: ISO 8601}`` -> frame. Instances are objects
+    """``{"instances": [...], "timestamp"?: ISO 8601}`` -> columns. Instances are objects
     keyed by feature name or lists in schema order. ``timestamp`` is the event time (the
     collector logs it); it is checked here and otherwise ignored."""
     if isinstance(body, bytes | bytearray | str):
