@@ -24,7 +24,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,13 +35,10 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from driftloop.ports import free_port  # noqa: E402
+
 DEADLINE_S = 180  # the whole run, including start-up and the final flush
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _event(kind: str, rid: str, body: bytes, port: int) -> bytes:
@@ -125,7 +121,7 @@ def main() -> None:
     from driftloop.store import LocalStore
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "DRIFTLOOP_STORE_URI": f"{tmp}/store", "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "monitoring.collector", "--port", str(port)],

@@ -18,7 +18,7 @@ from pathlib import Path
 from driftloop.settings import load_settings
 from driftloop.spec import load_spec
 from driftloop.store import open_store
-from pipelines.run import RunRequest, run_local
+from pipelines.run import RunRequest, run_local, strip_ansi
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LINE = re.compile(r"(\d\d:\d\d:\d\d\.\d+) - \w+ - (Executing task|Task) '(\S+)'( finished)?")
@@ -27,7 +27,7 @@ LINE = re.compile(r"(\d\d:\d\d:\d\d\.\d+) - \w+ - (Executing task|Task) '(\S+)'(
 def step_seconds(log: str) -> dict[str, float]:
     """Sum of each step's durations (trials run two at a time, so 'train' can exceed
     its share of the wall time)."""
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", log)
+    plain = strip_ansi(log)
     started: dict[str, list[datetime]] = defaultdict(list)
     total: dict[str, float] = defaultdict(float)
     for ts, what, task, finished in LINE.findall(plain):

@@ -168,7 +168,7 @@ def main() -> None:
 
     import httpx
 
-    from serving.server import free_port
+    from driftloop.ports import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         store, rows = prepare(Path(tmp))

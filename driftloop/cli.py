@@ -124,19 +124,20 @@ def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_submit)
 
 
-def _request(args: argparse.Namespace, settings: Settings):  # noqa: ANN202
+def _request(args: argparse.Namespace, store_uri: str, **extra: object):  # noqa: ANN202
     from driftloop.spec import load_spec
     from pipelines.run import RunRequest
 
     return RunRequest(
         spec=load_spec(args.spec),
-        store_uri=settings.store_uri,
+        store_uri=store_uri,
         start=args.start,
         end=args.end,
         n_trials=args.trials,
         margin=args.margin,
         promote=args.promote,
         trigger_id=args.trigger_id,
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -153,8 +154,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.run import run_local
 
     store = open_store(settings)
-    req = _request(args, settings)
-    req = type(req)(**{**req.__dict__, "store_uri": store.uri})
+    req = _request(args, store.uri)
     run = run_local(req, store)
     if run.version is None:
         print(f"{req.spec.name}: the challenger did not pass the gate; nothing registered.")
@@ -171,8 +171,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.kfp_host
     if not host:
         raise ConfigError("no KFP host: pass --host or set DRIFTLOOP_KFP_HOST")
-    req = _request(args, settings)
-    req = type(req)(**{**req.__dict__, "deploy": args.deploy, "canary_percent": args.canary})
+    req = _request(args, settings.store_uri, deploy=args.deploy, canary_percent=args.canary)
     name = args.run_name or f"{req.spec.name}-{req.trigger_id or 'manual'}"
     done = submit(req, host, args.experiment, name, args.token, args.namespace, args.schedule)
     print(f"created run {done.run_id} ({name}) of pipeline version {done.version_id} on {host}")
@@ -256,7 +255,7 @@ def _print_version(reg: Registry, model: str, version: int) -> None:
 
     ref = VersionRef(model, version)
     man = reg.manifest(ref)
-    metrics = json.loads(reg.read_file(ref, "metrics.json"))
+    metrics = json.loads(reg.read_file(ref, "metrics.json", man))
     prod = reg.alias(model, "production")
     print(
         f"{model} v{version}{'  (production)' if prod == version else ''}  created {man['created']}"

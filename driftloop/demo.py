@@ -38,11 +38,12 @@ from driftloop.data import TIME, load_window
 from driftloop.errors import DriftloopError
 from driftloop.monitor import run_window
 from driftloop.policy import load_policy
+from driftloop.ports import free_port
 from driftloop.registry import Registry, VersionRef
 from driftloop.settings import load_settings
 from driftloop.spec import load_spec
 from driftloop.store import open_store
-from driftloop.trigger import LocalBackend
+from driftloop.trigger import LocalBackend, TriggerLog
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_STORE = ROOT / ".driftloop" / "demo"
@@ -50,14 +51,6 @@ OUT = ROOT / "demo-output"
 MODEL = "bike-sharing"
 WINDOW = timedelta(days=14)
 TRIALS = 2  # per retraining run: keeps the demo within ~10 minutes on 2 cores
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -294,12 +287,12 @@ def _window(store, registry, policy, backend, replay, served, start, end) -> Win
     row.report = report.as_uri() if report else r.report_key
     after = registry.alias(MODEL, "production")
     if r.trigger_id:
-        trig = json.loads(store.get(f"monitoring/{MODEL}/triggers/{r.trigger_id}.json"))
+        trig = TriggerLog(store, MODEL).get(r.trigger_id)
         if after != before:
             row.event = f"v{after} promoted"
             replay.wait_version(after)
-        elif trig["status"] == "failed":
-            row.event = f"run failed: {trig['error'][:80]}"
+        elif trig.status == "failed":
+            row.event = f"run failed: {(trig.error or '')[:80]}"
         else:
             row.event = "challenger refused by the gate"
     return row

@@ -102,9 +102,10 @@ def run_window(
 ) -> WindowResult:
     registry = Registry(store)
     ref = registry.resolve(model, version)
-    schema = json.loads(registry.read_file(ref, "schema.json"))
-    test_metrics = json.loads(registry.read_file(ref, "metrics.json"))["test"]
-    stats = load_statistics(registry.read_file(ref, STATS_FILE))
+    manifest = registry.manifest(ref)
+    schema = json.loads(registry.read_file(ref, "schema.json", manifest))
+    test_metrics = json.loads(registry.read_file(ref, "metrics.json", manifest))["test"]
+    stats = load_statistics(registry.read_file(ref, STATS_FILE, manifest))
     window = load_window(store, ref, schema, endpoint, start, end)
     wid = window_id(endpoint, start, end)
     prefix = f"monitoring/{model}/windows/{wid}"
@@ -113,7 +114,7 @@ def run_window(
     drift = column_drift(stats, window, schema)
     report: dict = {"quality": None, "sample": None, "drift": None}
     if report_rows > 0:  # 0: decisions only (backfills, benchmarks): no HTML, no quality
-        sample = registry.read_file(ref, "reference/sample.parquet")
+        sample = registry.read_file(ref, "reference/sample.parquet", manifest)
         reference = pd.read_parquet(_bytes_io(sample))
         with tempfile.TemporaryDirectory() as tmp:
             html = Path(tmp) / "report.html"
@@ -126,10 +127,8 @@ def run_window(
 
     # 2. The decision, then (maybe) the trigger, under the lease.
     log = TriggerLog(store, model)
-    if backend is not None:
-        reconcile(log, backend)
+    triggers = reconcile(log, backend) if backend is not None else log.all()
     history = _history(store, model, endpoint, before=start)
-    triggers = log.all()
     last = max((datetime.fromisoformat(t.window["end"]) for t in triggers), default=None)
     decision = decide(
         policy,
@@ -140,7 +139,7 @@ def run_window(
         run_in_flight=log.held() is not None,
     )
     fired: Trigger | None = None
-    if backend is not None and (retry := log.retryable()) is not None:
+    if backend is not None and (retry := log.retryable(triggers)) is not None:
         fired = fire(log, retry, backend)  # the same trigger id: never a duplicate run
     elif decision.trigger and backend is not None:
         end_iso = end.isoformat()

@@ -54,6 +54,11 @@ OUTPUT_COLUMNS = ("prediction", "label", "rules_fired")
 LABEL_COLUMNS = ("request_id", "row", "actual", "actual_value", "label_time", "received_at")
 RESERVED = frozenset(LOG_COLUMNS + OUTPUT_COLUMNS)
 ENDPOINTS = ("default", "canary")
+# KServe's payload-logger CloudEvent types; the predictor's own emitter sends the same,
+# batched in CloudEvents' batched content mode.
+REQUEST = "org.kubeflow.serving.inference.request"
+RESPONSE = "org.kubeflow.serving.inference.response"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 TS = pa.timestamp("us")  # naive UTC, microseconds: what pandas and Evidently expect
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _DATE = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
@@ -165,7 +170,9 @@ def to_parquet(table: pa.Table) -> bytes:
 
 
 # -- reading ------------------------------------------------------------------------------
-def _naive_utc(t: Any) -> datetime | None:
+def naive_utc(t: Any) -> datetime | None:
+    """A datetime or ISO-8601 text -> naive UTC (the logs' time zone); None stays None.
+    ValueError for text that is not ISO-8601."""
     if t is None:
         return None
     ts = t if isinstance(t, datetime) else datetime.fromisoformat(str(t))
@@ -234,7 +241,7 @@ def read_logs(
     A file that is not valid Parquet raises DataError naming it (never a silent skip: a
     drift window missing data would look like no drift).
     """
-    lo, hi = _naive_utc(start), _naive_utc(end)
+    lo, hi = naive_utc(start), naive_utc(end)
     prefix = log_prefix(model, version, endpoint if version is not None else None)
     fixed = version is not None and endpoint is not None
     keys = _keys_in_window(store, prefix, lo, hi, fixed)
@@ -272,7 +279,7 @@ def write_labels(
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise DataError(f"labels[{i}].label must be a number or a string")
         try:
-            when = _naive_utc(item.get("time")) or received
+            when = naive_utc(item.get("time")) or received
         except (TypeError, ValueError) as e:
             raise DataError(f"labels[{i}].time is not an ISO-8601 time: {e}") from e
         numeric = not isinstance(value, str)
@@ -306,7 +313,7 @@ def write_labels(
 
 def read_labels(store: Store, model: str, start: Any = None, end: Any = None) -> pd.DataFrame:
     """Labels of ``model`` with ``start <= label_time < end``."""
-    lo, hi = _naive_utc(start), _naive_utc(end)
+    lo, hi = naive_utc(start), naive_utc(end)
     keys = _keys_in_window(store, f"labels/{model}", lo, hi, fixed_leaf=True)
     df = _read_frames(store, keys, LABEL_COLUMNS)
     if lo is not None:

@@ -17,7 +17,6 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 
-from driftloop.errors import InvalidRequest
 from driftloop.spec import DatasetSpec
 
 Z_CLIP = 10.0
@@ -136,23 +135,6 @@ class Preprocessor:
             cached = (self.categories, built)
             self.__dict__["_index_cache"] = cached
         return cached[1]
-
-    def unknown_categories(self, df: pd.DataFrame) -> dict[str, list[str]]:
-        """Per column, values never seen in training (for ``unknown_category: reject``)."""
-        out = {}
-        for c, cats in self.categories.items():
-            seen = set(cats)
-            bad = sorted({str(v) for v in df[c].dropna() if _cat_key(v) not in seen})
-            if bad:
-                out[c] = bad
-        return out
-
-    def check_known(self, df: pd.DataFrame) -> None:
-        if self.unknown_category == "reject" and (bad := self.unknown_categories(df)):
-            col, vals = next(iter(bad.items()))
-            raise InvalidRequest(
-                f"field {col!r}: unknown category {vals[0]!r}; known: {self.categories[col][:20]}"
-            )
 
     # -- target ----------------------------------------------------------------------
     def _forward_target(self, y: np.ndarray) -> np.ndarray:

@@ -54,17 +54,21 @@ class Registry:
 
     # -- reading -----------------------------------------------------------------------
     def models(self) -> list[str]:
-        names = {k.split("/")[1] for k in self.store.list("models") if k.count("/") >= 3}
-        return sorted(n for n in names if self.versions(n))
+        """Models with at least one committed version (one store listing)."""
+        return sorted({model for model, _ in self._committed("models")})
 
     def versions(self, model: str) -> list[int]:
         """Committed versions only, ascending."""
+        return sorted(v for m, v in self._committed(f"models/{model}/versions") if m == model)
+
+    def _committed(self, prefix: str) -> list[tuple[str, int]]:
+        """(model, version) for every COMMITTED marker under ``prefix``."""
         out = []
-        for key in self.store.list(f"models/{model}/versions"):
-            m = re.fullmatch(rf"models/{re.escape(model)}/versions/(\d+)/{COMMITTED}", key)
+        for key in self.store.list(prefix):
+            m = re.fullmatch(rf"models/([^/]+)/versions/(\d+)/{COMMITTED}", key)
             if m:
-                out.append(int(m.group(1)))
-        return sorted(out)
+                out.append((m.group(1), int(m.group(2))))
+        return out
 
     def is_committed(self, ref: VersionRef) -> bool:
         return self.store.exists(f"{ref.prefix}/{COMMITTED}")
@@ -74,13 +78,14 @@ class Registry:
             raise NotFound(f"model {ref.model!r} has no committed version {ref.version}")
         return dict(self.store.get_json(f"{ref.prefix}/{MANIFEST}"))
 
-    def read_file(self, ref: VersionRef, name: str) -> bytes:
-        """A version's file, verified against the manifest's sha256."""
-        expected = self.manifest(ref)["files"].get(name)
-        if expected is None:
+    def read_file(self, ref: VersionRef, name: str, manifest: dict | None = None) -> bytes:
+        """A version's file, verified against the manifest's sha256 (pass ``manifest``
+        when reading several files of one version: it is fetched once)."""
+        entry = (manifest or self.manifest(ref))["files"].get(name)
+        if entry is None:
             raise NotFound(f"{ref.model} v{ref.version} has no file {name!r}")
         data = self.store.get(f"{ref.prefix}/{name}")
-        if sha256(data) != expected["sha256"]:
+        if sha256(data) != entry["sha256"]:
             raise IntegrityError(f"{ref.model} v{ref.version}/{name}: sha256 mismatch")
         return data
 
@@ -90,7 +95,7 @@ class Registry:
         for name in man["files"]:
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.read_file(ref, name))
+            target.write_bytes(self.read_file(ref, name, man))
         (dest / MANIFEST).write_text(json.dumps(man, indent=2, sort_keys=True))
         return dest
 

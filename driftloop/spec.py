@@ -139,10 +139,6 @@ class DatasetSpec(_Strict):
         p = Path(self.rules)
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric not in {"rmse", "mae"}
-
 
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a spec; any problem is one ConfigError naming the field."""

@@ -68,12 +68,6 @@ class Store(ABC):
         return None
 
     # -- helpers on top of the primitives --------------------------------------------
-    def get_text(self, key: str) -> str:
-        return self.get(key).decode("utf-8")
-
-    def put_text(self, key: str, text: str) -> None:
-        self.put(key, text.encode("utf-8"))
-
     def get_json(self, key: str) -> Any:  # parsed JSON: the caller knows its shape
         import json
 

@@ -95,9 +95,10 @@ class TriggerLog:
         keys = [k for k in self.store.list(f"{self.prefix}/triggers") if k.endswith(".json")]
         return sorted((Trigger(**self.store.get_json(k)) for k in keys), key=lambda t: t.created)
 
-    def retryable(self) -> Trigger | None:
-        """The latest trigger whose run failed to start, if it is the latest trigger."""
-        triggers = self.all()
+    def retryable(self, triggers: list[Trigger] | None = None) -> Trigger | None:
+        """The latest trigger whose run failed to start, if it is the latest trigger.
+        ``triggers``: ``all()`` when the caller has just read it."""
+        triggers = self.all() if triggers is None else triggers
         return triggers[-1] if triggers and triggers[-1].status == "failed" else None
 
     # -- lease ----------------------------------------------------------------------------
@@ -170,7 +171,6 @@ class LocalBackend:
     margin: float = 0.0
     timeout_s: float = 1800
     name: str = "local"
-    _done: dict[str, Status] = field(default_factory=dict)
 
     def start(self, trig: Trigger) -> str:
         cmd = [
@@ -205,11 +205,10 @@ class LocalBackend:
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise DriftloopError(f"local training run for {trig.id} failed: {last}")
-        self._done[run_id] = "succeeded"
         return run_id
 
     def state(self, run_id: str) -> Status:
-        return self._done.get(run_id, "succeeded")
+        return "succeeded"  # start() returns only once the run has finished
 
 
 @dataclass
@@ -315,9 +314,11 @@ def fire(log: TriggerLog, trig: Trigger, backend: Backend) -> Trigger | None:
     return log.get(trig.id)
 
 
-def reconcile(log: TriggerLog, backend: Backend) -> None:
-    """Settle running triggers whose runs have finished, releasing the lease."""
-    for trig in log.all():
+def reconcile(log: TriggerLog, backend: Backend) -> list[Trigger]:
+    """Settle running triggers whose runs have finished, releasing the lease; returns
+    every trigger, oldest first, as it now stands."""
+    triggers = log.all()
+    for trig in triggers:
         if trig.status != "running":
             continue
         state = backend.state(trig.run_id)
@@ -325,6 +326,7 @@ def reconcile(log: TriggerLog, backend: Backend) -> None:
             trig.status = state
             log.save(trig)
             log.release_current()
+    return triggers
 
 
 @dataclass

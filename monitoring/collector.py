@@ -41,16 +41,16 @@ from typing import Any
 import orjson
 
 from driftloop.errors import DataError, DriftloopError, StoreError
-from driftloop.payloads import valid_name, write_labels
+from driftloop.payloads import BATCH_CONTENT_TYPE, REQUEST, RESPONSE, valid_name, write_labels
 from driftloop.settings import Settings, load_settings
 from driftloop.store import Store, open_store
 from monitoring.buffer import BatchWriter, CollectorConfig, Metrics, Pairer
-from monitoring.decode import REQUEST, RESPONSE, Event, check_request, check_response
+from monitoring.decode import Event, check_request, check_response
 
 log = logging.getLogger("driftloop.collector")
 MAX_BODY = 16 * 1024 * 1024  # one inference payload; larger is refused with 413
 _JSON = [(b"content-type", b"application/json")]
-BATCH = b"application/cloudevents-batch+json"
+BATCH = BATCH_CONTENT_TYPE.encode()
 
 
 def _text(v: Any) -> str | None:

@@ -13,10 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftloop.errors import DataError
-from driftloop.payloads import feature_column, valid_name
-
-REQUEST = "org.kubeflow.serving.inference.request"
-RESPONSE = "org.kubeflow.serving.inference.response"
+from driftloop.payloads import feature_column, naive_utc, valid_name
 
 
 @dataclass(slots=True)
@@ -61,10 +58,9 @@ def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        ts = datetime.fromisoformat(value)
+        return naive_utc(value)
     except ValueError:
         return None
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 def model_and_version(req: Event, resp: Event) -> tuple[str, int]:

@@ -20,11 +20,13 @@ from driftloop.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from driftloop.payloads import ENDPOINTS
+
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument(
         "--endpoint",
         default="default",
-        choices=["default", "canary"],
+        choices=ENDPOINTS,
         help="which endpoint's traffic (the logger says which one served)",
     )
     p.add_argument("--start", help="window start, ISO time (default: end - --hours)")
@@ -110,12 +112,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _window(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    from driftloop.payloads import naive_utc
+
     def parse(s: str) -> datetime:
         try:
-            t = datetime.fromisoformat(s)
+            t = naive_utc(s)
         except ValueError as e:
             raise ConfigError(f"not an ISO time: {s!r}") from e
-        return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+        assert t is not None  # a string in, a datetime out
+        return t
 
     now = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
     end = parse(args.end) if args.end and args.every is None else now

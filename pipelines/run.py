@@ -25,6 +25,14 @@ COMPILED = Path(__file__).with_name("training_pipeline.yaml")
 RUN_SERVICE_ACCOUNT = "driftloop-pipeline"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_ansi(text: str) -> str:
+    """kfp.local colours its log lines; errors and parsers want plain text."""
+    return _ANSI.sub("", text)
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """Everything one training run needs; becomes the pipeline's parameters."""
@@ -122,7 +130,7 @@ def run_local(
             )
             training_pipeline(**req.arguments())
     except RuntimeError as e:
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        plain = strip_ansi(str(e))
         raise DataError(f"the local pipeline run failed: {plain} (outputs under {root})") from e
     finally:
         builtins.print = original_print

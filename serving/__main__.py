@@ -21,6 +21,7 @@ from driftloop.errors import DriftloopError
 def build_parser() -> argparse.ArgumentParser:
     from kserve.model_server import parser as kserve_parser
 
+    from driftloop.payloads import ENDPOINTS
     from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
     p = argparse.ArgumentParser(prog="python -m serving", parents=[kserve_parser])
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--endpoint",
         default="default",
-        choices=["default", "canary"],
+        choices=ENDPOINTS,
         help="ce-endpoint: which InferenceService endpoint this pod serves",
     )
     return p
@@ -61,20 +62,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.artifacts import load_dir
     from serving.model import TabularPredictor
-    from serving.payload_log import LoggerConfig, PayloadEmitter
+    from serving.payload_log import emitter_for
 
     torch.set_num_threads(args.torch_threads)
-    emitter = None
-    if args.logger_url:
-        emitter = PayloadEmitter(
-            LoggerConfig(
-                url=args.logger_url,
-                inference_service=args.inference_service or args.model_name,
-                namespace=args.namespace,
-                endpoint=args.endpoint,
-            ),
-            args.model_name,
-        )
+    service = args.inference_service or args.model_name
+    emitter = emitter_for(args.logger_url, args.model_name, service, args.namespace, args.endpoint)
     model_dir = Path(args.model_dir)
     predictor = TabularPredictor(
         args.model_name, lambda: load_dir(model_dir), args.max_batch_rows, emitter

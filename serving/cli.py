@@ -18,6 +18,7 @@ from driftloop.store import open_store
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from driftloop.payloads import ENDPOINTS
     from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
     s = sub.add_parser("serve", help="serve a registered model with KServe's model server")
@@ -32,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--logger-url", help="send KServe-style payload CloudEvents to this URL")
-    s.add_argument("--endpoint", default="default", choices=["default", "canary"])
+    s.add_argument("--endpoint", default="default", choices=ENDPOINTS)
     s.add_argument(
         "--watch-interval",
         type=float,
@@ -54,7 +55,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from serving.artifacts import load_from_registry
     from serving.model import TabularPredictor
-    from serving.payload_log import LoggerConfig, PayloadEmitter
+    from serving.payload_log import emitter_for
     from serving.server import LocalServer
     from serving.watch import AliasWatcher
 
@@ -62,17 +63,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry(open_store(settings))
     name = args.model or _only_model(registry)
     ref = registry.resolve(name, args.version, None if args.version else args.alias)
-    emitter = None
-    if args.logger_url:
-        emitter = PayloadEmitter(
-            LoggerConfig(
-                url=args.logger_url,
-                inference_service=name,
-                namespace="local",
-                endpoint=args.endpoint,
-            ),
-            name,
-        )
+    emitter = emitter_for(args.logger_url, name, name, "local", args.endpoint)
     predictor = TabularPredictor(
         name, lambda: load_from_registry(registry, ref), args.max_batch_rows, emitter
     )

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 from kserve import Model
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Gauge
 
@@ -109,17 +108,14 @@ class TabularPredictor(Model):
         bundle = self.bundle
         rid = (headers or {}).get("x-request-id")
         if isinstance(payload, InferRequest):
-            params = payload.parameters or {}
-            if "timestamp" in params:
-                protocol.check_timestamp(params["timestamp"])
-            columns = protocol.decode_v2(payload.inputs, bundle.schema, self.max_batch_rows)
+            columns = protocol.decode_v2(
+                payload.inputs, payload.parameters, bundle.schema, self.max_batch_rows
+            )
             return Batch(bundle, columns, payload, None, rid or payload.id or str(uuid.uuid4()))
         columns = protocol.decode_v1(payload, bundle.schema, self.max_batch_rows)
         return Batch(bundle, columns, None, payload, rid)
 
     def predict(self, batch: Batch, headers: dict | None = None) -> Scored:
-        if not isinstance(batch, Batch):  # only reachable if a subclass skips preprocess
-            raise InvalidInput("request was not validated")
         bundle = batch.bundle
         pred = bundle.model.predict(batch.columns)
         fired = bundle.rules.evaluate(batch.columns) if bundle.rules is not None else None

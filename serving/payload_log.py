@@ -41,8 +41,7 @@ import httpx
 import orjson
 from prometheus_client import Counter
 
-REQUEST = "org.kubeflow.serving.inference.request"
-RESPONSE = "org.kubeflow.serving.inference.response"
+from driftloop.payloads import BATCH_CONTENT_TYPE, REQUEST, RESPONSE
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +56,6 @@ FAILED = Counter(
     ["model"],
 )
 SENT = Counter("driftloop_payload_events_sent", "Payload events the collector accepted", ["model"])
-
-
-BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
 @dataclass(frozen=True)
@@ -164,3 +160,15 @@ class PayloadEmitter:
             self._queue.put(None, timeout=timeout)
         self._thread.join(timeout)
         self._client.close()
+
+
+def emitter_for(
+    url: str | None, model: str, inference_service: str, namespace: str, endpoint: str
+) -> PayloadEmitter | None:
+    """The emitter a server's ``--logger-url`` asks for; None without one."""
+    if not url:
+        return None
+    config = LoggerConfig(
+        url=url, inference_service=inference_service, namespace=namespace, endpoint=endpoint
+    )
+    return PayloadEmitter(config, model)

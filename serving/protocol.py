@@ -251,9 +251,12 @@ def _flatten(data: Any, name: str) -> list:
     return data
 
 
-def decode_v2(inputs: list, schema: Schema, max_rows: int) -> Columns:
+def decode_v2(inputs: list, parameters: Any, schema: Schema, max_rows: int) -> Columns:
     """One named input per feature column, shape [n] or [n, 1]; numeric features take a
-    numeric datatype (FP32, FP64, INT64, ...), categorical features BYTES."""
+    numeric datatype (FP32, FP64, INT64, ...), categorical features BYTES. The request's
+    ``parameters`` may carry ``timestamp`` (ISO 8601, the event time), as V1's body may."""
+    if parameters and "timestamp" in parameters:
+        check_timestamp(parameters["timestamp"])
     by_name = {f.name: f for f in schema.features}
     names = [str(getattr(t, "name", "")) for t in inputs]
     if len(set(names)) != len(names):

@@ -18,7 +18,6 @@ register several models on it if you need several::
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from typing import Any
@@ -143,9 +142,3 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Error handlers kserve 0.21 lacks; call before the app starts serving."""
     app.add_exception_handler(RequestValidationError, _validation_error)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from driftloop.ports import free_port
 from driftloop.settings import Settings, load_settings
 from driftloop.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +55,13 @@ def store(request: pytest.FixtureRequest) -> Store:
     """Each store test runs against both backends."""
     settings = request.getfixturevalue(f"{request.param}_settings")
     return open_store(settings)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, poll: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is truthy (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from driftloop.data import load_window, split_by_time
-from driftloop.errors import InvalidRequest
 from driftloop.model import Architecture, InferenceNet, TabularModel, TabularNet
 from driftloop.preprocess import Preprocessor
 from driftloop.spec import load_spec
@@ -39,15 +38,12 @@ def test_json_keeps_column_order(toy):
     assert list(Preprocessor.from_json(pre.to_json()).categories) == ["zeta", "alpha"]
 
 
-def test_unknown_categories_bucket_or_reject(toy):
+def test_unknown_category_maps_to_the_bucket(toy):
+    # The "reject" policy is the server's (serving/protocol.py, tests/serving).
     spec, s = toy
     pre = Preprocessor.fit(s.train, spec)
     row = s.test.head(1).assign(colour="purple")
     assert pre.transform(row)[1][0, 0] == 0  # the unknown bucket
-    assert pre.unknown_categories(row) == {"colour": ["purple"]}
-    pre.unknown_category = "reject"
-    with pytest.raises(InvalidRequest, match="field 'colour': unknown category 'purple'"):
-        pre.check_known(row)
 
 
 def test_training_beats_dumb_baseline_and_is_deterministic(toy):

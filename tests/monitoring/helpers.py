@@ -153,12 +153,3 @@ def collector(settings: Settings, *args: str) -> Iterator[Running]:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-
-
-def wait_for(predicate: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False

@@ -5,7 +5,8 @@ from __future__ import annotations
 from driftloop.payloads import read_labels, read_logs
 from driftloop.settings import Settings
 from driftloop.store import open_store
-from tests.monitoring.helpers import REQ, RESP, collector, structured, v1_pair, wait_for
+from tests.conftest import wait_for
+from tests.monitoring.helpers import REQ, RESP, collector, structured, v1_pair
 
 
 def test_flushes_on_size_before_any_timer(local_settings: Settings) -> None:

@@ -129,15 +129,19 @@ def test_2012_traffic_triggers_in_its_first_full_window_exactly_once(served, tmp
 
 def test_garbage_windows_are_clear_errors(served, tmp_path):
     store, spec, schema, model = served
-    with pytest.raises(DataError, match="empty window: no logged requests"):
+
+    def one_day(year: int) -> None:
         run_window(
             store,
             MODEL,
-            datetime(2040, 1, 1),
-            datetime(2040, 1, 2),
+            datetime(year, 1, 1),
+            datetime(year, 1, 2),
             policy=DriftPolicy(),
             backend=None,
         )
+
+    with pytest.raises(DataError, match="empty window: no logged requests"):
+        one_day(2040)
     # Logs whose columns do not match the version's schema.
     bad_schema = {**schema, "features": [f for f in schema["features"] if f["name"] != "hum"]}
     rows = load_window(spec, "2011-03-01", "2011-03-10").drop(columns=["hum"])
@@ -145,25 +149,11 @@ def test_garbage_windows_are_clear_errors(served, tmp_path):
     rows[TIME] = datetime(2041, 1, 1)
     write_log_frame(store, MODEL, 1, "default", bad_schema, rows)
     with pytest.raises(DataError, match=r"lack feature column\(s\) \['hum'\]"):
-        run_window(
-            store,
-            MODEL,
-            datetime(2041, 1, 1),
-            datetime(2041, 1, 2),
-            policy=DriftPolicy(),
-            backend=None,
-        )
+        one_day(2041)
     # A corrupt Parquet file in the window.
     store.put(f"logs/{MODEL}/v1/default/date=2042-01-01/broken.parquet", b"not parquet")
     with pytest.raises(DataError, match="broken.parquet"):
-        run_window(
-            store,
-            MODEL,
-            datetime(2042, 1, 1),
-            datetime(2042, 1, 2),
-            policy=DriftPolicy(),
-            backend=None,
-        )
+        one_day(2042)
     assert Registry(store).alias(MODEL, "production") == 1
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from driftloop.data import load_window, split_by_time
+from driftloop.ports import free_port
 from driftloop.registry import Registry, VersionRef
 from driftloop.spec import DatasetSpec, load_spec
 from driftloop.steps import register
@@ -24,7 +25,7 @@ from driftloop.train import train_model
 from serving.artifacts import load_dir, load_from_registry
 from serving.model import TabularPredictor
 from serving.payload_log import LoggerConfig, PayloadEmitter
-from serving.server import LocalServer, free_port
+from serving.server import LocalServer
 from serving.watch import AliasWatcher
 from tests.conftest import ROOT
 
@@ -118,7 +119,6 @@ def receiver() -> Iterator[Receiver]:
 class Served:
     url: str
     watch: Trained  # the store the "bike-watch" model follows
-    watcher: AliasWatcher
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +153,7 @@ def server(
         watch.registry, watch.spec.name, "production", ref.version, watched.swap, interval=0.1
     ).start()
     srv.start()
-    yield Served(srv.url, watch, watcher)
+    yield Served(srv.url, watch)
     watcher.stop()
     srv.stop()
     for p in predictors:

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
 from prometheus_client import REGISTRY
 
-from driftloop.payloads import read_logs
+from driftloop.payloads import BATCH_CONTENT_TYPE, read_logs
 from driftloop.store import LocalStore
 from monitoring.collector import Collector
-from serving.payload_log import BATCH_CONTENT_TYPE
+from tests.conftest import wait_for
 from tests.serving.conftest import Receiver, Trained, rows
 from tests.serving.test_server import v2_body
 
 
 def metric(name: str, model: str) -> float:
     return REGISTRY.get_sample_value(name, {"model": model}) or 0.0
-
-
-def wait_for(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_dead_collector_counts_failures_and_predictions_succeed(

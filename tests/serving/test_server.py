@@ -18,26 +18,14 @@ def offline(trained: Trained, instances: list[dict]) -> dict[str, np.ndarray]:
 
 
 def v2_body(trained: Trained, instances: list[dict]) -> dict:
-    inputs = []
-    for f in trained.spec.numeric:
-        inputs.append(
-            {
-                "name": f,
-                "datatype": "FP64",
-                "shape": [len(instances)],
-                "data": [r[f] for r in instances],
-            }
-        )
-    for f in trained.spec.categorical:
-        inputs.append(
-            {
-                "name": f,
-                "datatype": "BYTES",
-                "shape": [len(instances)],
-                "data": [r[f] for r in instances],
-            }
-        )
-    return {"inputs": inputs}
+    typed = [(f, "FP64") for f in trained.spec.numeric]
+    typed += [(f, "BYTES") for f in trained.spec.categorical]
+    return {
+        "inputs": [
+            {"name": f, "datatype": d, "shape": [len(instances)], "data": [r[f] for r in instances]}
+            for f, d in typed
+        ]
+    }
 
 
 def test_v1_objects_and_lists_equal_offline_predict(client: httpx.Client, bike: Trained) -> None:
