@@ -26,6 +26,7 @@ from torch import nn
 from driftloop.preprocess import Columns, Preprocessor
 
 WEIGHTS, PREPROCESSOR, ARCH = "model.safetensors", "preprocessor.json", "architecture.json"
+MODEL_FILES = (WEIGHTS, PREPROCESSOR, ARCH)  # what TabularModel.save writes and load reads
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,8 @@ def run_window(
     # 2. The decision, then (maybe) the trigger, under the lease.
     log = TriggerLog(store, model)
     triggers = reconcile(log, backend) if backend is not None else log.all()
-    history = _history(store, model, endpoint, before=start)
     last = max((datetime.fromisoformat(t.window["end"]) for t in triggers), default=None)
+    history = _history(store, model, endpoint, before=start, after=last)
     decision = decide(
         policy,
         history,
@@ -187,11 +187,19 @@ def run_window(
     return result
 
 
-def _history(store: Store, model: str, endpoint: str, before: datetime) -> list[WindowSummary]:
-    """Earlier windows of this endpoint, oldest first (for hysteresis)."""
+def _history(
+    store: Store, model: str, endpoint: str, before: datetime, after: datetime | None
+) -> list[WindowSummary]:
+    """Earlier windows of this endpoint, oldest first (for hysteresis). Windows that ended
+    by ``after`` (the last trigger's window) cannot count towards a streak: their summaries
+    are not read, so a long-running job does not re-read its whole past every window."""
     out = []
     for key in store.list(f"monitoring/{model}/windows"):
         if not key.endswith("/summary.json") or f"/windows/{endpoint}-" not in key:
+            continue
+        # window_id ends with the window end, to the minute.
+        end_id = datetime.strptime(key.rsplit("/", 2)[-2].rsplit("-", 1)[1], "%Y%m%dT%H%M")
+        if after is not None and end_id + timedelta(minutes=1) <= after:
             continue
         s = dict(store.get_json(key))
         start = datetime.fromisoformat(s["window"]["start"])

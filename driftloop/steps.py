@@ -23,11 +23,11 @@ from driftloop import __version__
 from driftloop.data import TIME, frame_hash, load_window, split_by_time
 from driftloop.gate import GateDecision, decide
 from driftloop.metrics import confusion, roc_points
-from driftloop.model import TabularModel
+from driftloop.model import MODEL_FILES, TabularModel
 from driftloop.registry import Registry, VersionRef
 from driftloop.spec import DatasetSpec, parse_spec
 from driftloop.store import Store
-from driftloop.train import baselines, evaluate, train_model
+from driftloop.train import baselines, evaluate, scores, train_model
 from driftloop.validation import validate
 
 REFERENCE_ROWS = 20_000  # drift reference sample; enough for stable per-column statistics
@@ -125,9 +125,9 @@ def select_best(model_dirs: list[Path], spec: DatasetSpec) -> Path:
 # 7. Evaluate on the test window (+ confusion matrix and ROC curve for classification).
 def evaluate_on_test(model_dir: Path, test: Path, spec: DatasetSpec) -> dict:
     model, df = TabularModel.load(model_dir), read(test)
-    out: dict = {"metrics": evaluate(model, df, spec)}
+    pred = model.predict(df)
+    out: dict = {"metrics": scores(pred, df, spec)}
     if spec.task != "regression":
-        pred = model.predict(df)
         y = df[spec.target].astype(str).to_numpy()
         out["classes"] = model.pre.classes
         out["confusion"] = confusion(y, pred["label"], model.pre.classes)
@@ -157,9 +157,13 @@ def champion_metrics(store: Store, spec: DatasetSpec, df: pd.DataFrame) -> dict 
     version = registry.alias(spec.name, "production")
     if version is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        champion = TabularModel.load(registry.download(VersionRef(spec.name, version), Path(tmp)))
-        return {**evaluate(champion, df, spec), "version": version}
+    ref = VersionRef(spec.name, version)
+    manifest = registry.manifest(ref)
+    with tempfile.TemporaryDirectory() as tmp:  # only the model's files, verified
+        for name in MODEL_FILES:
+            (Path(tmp) / name).write_bytes(registry.read_file(ref, name, manifest))
+        champion = TabularModel.load(Path(tmp))
+    return {**evaluate(champion, df, spec), "version": version}
 
 
 # 9. Register (and optionally promote) a gated model.
@@ -177,7 +181,8 @@ def register(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         model.save(out)
-        (out / "schema.json").write_text(json.dumps(input_schema(model, spec), indent=2))
+        schema = input_schema(model, spec)
+        (out / "schema.json").write_text(json.dumps(schema, indent=2))
         (out / "metrics.json").write_text(
             json.dumps({"test": test_metrics["metrics"], **lineage.get("evaluation", {})}, indent=2)
         )
@@ -193,7 +198,7 @@ def register(
         sample = reference_sample(model, train_df, spec)
         sample.to_parquet(out / "reference" / "sample.parquet")
         save_statistics(
-            reference_statistics(sample, input_schema(model, spec)),
+            reference_statistics(sample, schema),
             out / "reference" / "stats.json",
         )
         record = model_dir / "trial.json"  # written by train_trial; absent for a bare model

@@ -87,7 +87,11 @@ class TrainResult:
 
 
 def evaluate(model: TabularModel, df: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
-    pred = model.predict(df)
+    return scores(model.predict(df), df, spec)
+
+
+def scores(pred: dict[str, np.ndarray], df: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    """The spec's task metrics of ``TabularModel.predict`` output against ``df``'s target."""
     y = df[spec.target].to_numpy()
     if spec.task == "regression":
         return regression_metrics(y.astype("float64"), pred["value"])
