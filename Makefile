@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m driftloop.demo
+	$(PY) -m replay.demo
 
 test: install
 	$(PY) -m pytest -q

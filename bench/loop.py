@@ -59,21 +59,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from driftloop.data import TIME, load_window  # noqa: E402
+from driftloop.families import FittedModel  # noqa: E402
+from driftloop.formats import TabularSchema, VersionFiles, parse_schema  # noqa: E402
 from driftloop.metrics import classification_metrics, regression_metrics  # noqa: E402
-from driftloop.model import TabularModel  # noqa: E402
 from driftloop.monitor import run_window  # noqa: E402
 from driftloop.payloads import write_labels, write_log_frame  # noqa: E402
 from driftloop.policy import DriftPolicy, load_policy  # noqa: E402
 from driftloop.registry import Registry, VersionRef  # noqa: E402
 from driftloop.settings import load_settings  # noqa: E402
 from driftloop.spec import DatasetSpec, load_spec  # noqa: E402
-from driftloop.steps import (  # noqa: E402
-    run_inprocess,
-    spec_to_text,
-)
+from driftloop.steps import load_version, run_inprocess, sample_trials  # noqa: E402
 from driftloop.store import Store, open_store  # noqa: E402
-from driftloop.train import sample_trials  # noqa: E402
-from driftloop.trigger import InProcessBackend, TriggerLog  # noqa: E402
+from driftloop.trigger import TriggerLog  # noqa: E402
+from monitoring.backends import InProcessBackend  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,19 @@ CASES = {
         "bike_sharing.yaml",
         ("2011-01-01", "2012-01-01"),
         ("2012-01-01", "2013-01-01"),
-        ({"hidden": 128, "layers": 2, "dropout": 0.0, "lr": 0.004, "batch_size": 512, "seed": 2},),
+        (
+            {
+                "family": "tabular-torch",
+                "params": {
+                    "hidden": 128,
+                    "layers": 2,
+                    "dropout": 0.0,
+                    "lr": 0.004,
+                    "batch_size": 512,
+                    "seed": 2,
+                },
+            },
+        ),
     ),
     # Bank: one fixed trial, the search's anchor (HParams defaults = sample_trials(1)):
     # 4 trials cost ~40 s per retrain and a replay retrains ~30 times. On the first year the
@@ -123,18 +133,17 @@ class Server:
 
     def __init__(self, store: Store, name: str, tmp: Path) -> None:
         self.registry, self.name, self.tmp = Registry(store), name, tmp
-        self.cache: dict[int, TabularModel] = {}
+        self.cache: dict[int, FittedModel] = {}
 
-    def production(self) -> tuple[int, TabularModel]:
+    def production(self) -> tuple[int, FittedModel]:
         v = self.registry.alias(self.name, "production")
         assert v is not None, "no production model"
         if v not in self.cache:
-            d = self.tmp / f"{self.name}-v{v}-{os.getpid()}"
-            self.cache[v] = TabularModel.load(self.registry.download(VersionRef(self.name, v), d))
+            self.cache[v] = load_version(self.registry, VersionRef(self.name, v))
         return v, self.cache[v]
 
 
-def predict(model: TabularModel, rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+def predict(model: FittedModel, rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     p = model.predict(rows)
     if spec.task == "regression":
         return pd.DataFrame({"prediction": p["value"]}, index=rows.index)
@@ -248,7 +257,7 @@ def _scheduled(spec, store, rows, served, server, trials, key) -> dict:  # noqa:
 
 def _driftloop(spec, store, rows, served, server, trials, key, opts) -> dict:  # noqa: ANN001
     policy = make_policy(opts)
-    backend = InProcessBackend(store, spec_to_text(spec), trials, margin=opts["margin"])
+    backend = InProcessBackend(store, spec, trials, margin=opts["margin"])
     window, delay = timedelta(days=opts["window_days"]), timedelta(days=opts["label_delay_days"])
     start, end = (
         rows[TIME].min().normalize().to_pydatetime(),
@@ -349,8 +358,9 @@ def make_policy(opts: dict) -> DriftPolicy:
     return policy
 
 
-def schema_of(registry: Registry, name: str, v: int) -> dict:
-    return json.loads(registry.read_file(VersionRef(name, v), "schema.json"))
+def schema_of(registry: Registry, name: str, v: int) -> TabularSchema:
+    ref = VersionRef(name, v)
+    return parse_schema(registry.read_file(ref, VersionFiles.SCHEMA), str(ref))
 
 
 def _label(y, spec: DatasetSpec):  # noqa: ANN001, ANN202

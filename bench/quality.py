@@ -15,22 +15,24 @@ from pathlib import Path
 
 import torch
 
+from driftloop.baselines import baselines
 from driftloop.data import load_window, split_by_time
-from driftloop.metrics import better
+from driftloop.families import get_family
+from driftloop.metrics import better, scores
 from driftloop.spec import load_spec
-from driftloop.train import baselines, evaluate, sample_trials, train_model
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def best_torch(spec, splits):
+    family = get_family("tabular-torch")
     best = None
-    for params in sample_trials(4):
-        r = train_model(splits, spec, params)
-        score = r.val_metrics[spec.metric]
+    for params in family.sample_trials(4):
+        r = family.train(splits, spec, params)
+        score = r.validation[spec.metric]
         if best is None or better(spec.metric, score, best[0]):
             best = (score, r.model)
-    return evaluate(best[1], splits.test, spec)
+    return scores(best[1].predict(splits.test), splits.test, spec)
 
 
 def main() -> None:

@@ -46,25 +46,27 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 def prepare(root: Path) -> tuple[Path, list[dict]]:
     """Train + register; returns (store dir, 1,000 held-out rows as V1 instances)."""
     from driftloop.data import load_window, split_by_time
+    from driftloop.formats import Lineage
     from driftloop.spec import load_spec
-    from driftloop.steps import register
+    from driftloop.steps import register, train_trial
     from driftloop.store import LocalStore
-    from driftloop.train import train_model
 
     # Without the spec's business rules: this measures the serving path against the no-op;
     # the rules' own cost is measured separately (rules_ms_per_request).
     spec = load_spec(ROOT / "data" / "bike_sharing.yaml").model_copy(update={"rules": None})
     s = split_by_time(load_window(spec, "2011-01-01", "2011-07-01"), spec)
-    train_model(s, spec, {"max_epochs": 2}).model.save(root / "model")
     s.train.to_parquet(root / "train.parquet", index=False)
+    s.validation.to_parquet(root / "validation.parquet", index=False)
     s.test.to_parquet(root / "test.parquet", index=False)
+    trial = {"family": "tabular-torch", "params": {"max_epochs": 2}}
+    train_trial(root / "train.parquet", root / "validation.parquet", spec, trial, root / "model")
     register(
         root / "model",
         root / "train.parquet",
         root / "test.parquet",
         spec,
         LocalStore(root / "store"),
-        lineage={},
+        Lineage(),
         promote=True,
     )
     rows = json.loads(s.test[spec.features].head(1000).to_json(orient="records"))
@@ -81,7 +83,7 @@ def serve(port: int, store: str, logger_url: str) -> None:
     from driftloop.registry import Registry
     from driftloop.store import LocalStore
     from serving.artifacts import load_from_registry
-    from serving.model import DEFAULT_TORCH_THREADS, TabularPredictor
+    from serving.model import DEFAULT_TORCH_THREADS, Predictor
     from serving.payload_log import LoggerConfig, PayloadEmitter
     from serving.server import LocalServer
 
@@ -99,8 +101,8 @@ def serve(port: int, store: str, logger_url: str) -> None:
     emitter = PayloadEmitter(LoggerConfig(url=logger_url, inference_service="bike"), "bike-logged")
     models = [
         Noop(),
-        TabularPredictor("bike", lambda: load_from_registry(reg, ref)),
-        TabularPredictor("bike-logged", lambda: load_from_registry(reg, ref), emitter=emitter),
+        Predictor("bike", lambda: load_from_registry(reg, ref)),
+        Predictor("bike-logged", lambda: load_from_registry(reg, ref), emitter=emitter),
     ]
     logging.getLogger().setLevel(logging.WARNING)  # no per-request log lines
     LocalServer(models, port=port).run()

@@ -23,6 +23,7 @@ def register(
     """A new immutable registry version (COMMITTED last); promoted when ``promote``."""
     from pathlib import Path
 
+    from driftloop.formats import Evaluation, Lineage, TimeWindow, VersionFiles
     from driftloop.registry import Registry
     from driftloop.settings import load_settings
     from driftloop.steps import register, spec_from_text
@@ -30,19 +31,19 @@ def register(
 
     store = open_store(load_settings(store_uri=store_uri))
     spec = spec_from_text(spec_yaml)
-    lineage = {
-        "window": {"start": start, "end": end},
-        "dataset_sha256": dataset_sha256,
-        "run_id": run_id,
-        "trigger_id": trigger_id,
-        "evaluation": {
-            "baselines": baselines,
-            "champion": gate_report.metadata.get("champion") or None,
-            "gate": gate_report.metadata.get("summary", ""),
-        },
-    }
+    lineage = Lineage(
+        window=TimeWindow(start=start, end=end),
+        dataset_sha256=dataset_sha256,
+        run_id=run_id,
+        trigger_id=trigger_id,
+        evaluation=Evaluation(
+            baselines=baselines,
+            champion=gate_report.metadata.get("champion") or None,
+            gate=gate_report.metadata.get("summary", ""),
+        ),
+    )
     ref = register(
         Path(model.path), Path(train.path), Path(test.path), spec, store, lineage, promote
     )
-    Path(card.path).write_bytes(Registry(store).read_file(ref, "card.md"))
+    Path(card.path).write_bytes(Registry(store).read_file(ref, VersionFiles.CARD))
     return ref.version

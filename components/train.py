@@ -6,24 +6,25 @@ from components import component
 @component
 def train(
     spec_yaml: str,
-    params: dict,
+    trial: dict,
     train: Input[Dataset],
     validation: Input[Dataset],
     model: Output[Model],
 ) -> float:
-    """One hyperparameter trial: a seeded torch model with early stopping on validation.
+    """One trial ``{"family", "params"}``: a model of that family, selected on validation.
     Returns its validation score in the spec's metric."""
     from pathlib import Path
 
     from driftloop.steps import spec_from_text, train_trial
 
     spec = spec_from_text(spec_yaml)
-    info = train_trial(Path(train.path), Path(validation.path), spec, params, Path(model.path))
+    info = train_trial(Path(train.path), Path(validation.path), spec, trial, Path(model.path))
     model.metadata.update(
         {
-            "params": info["params"],
-            "epochs": info["epochs"],
-            **{f"validation_{k}": v for k, v in info["validation"].items()},
+            "family": info.family,
+            "params": info.params,
+            "epochs": info.epochs,
+            **{f"validation_{k}": v for k, v in info.validation.items()},
         }
     )
-    return float(info["validation"][spec.metric])
+    return float(info.validation[spec.metric])

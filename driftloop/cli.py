@@ -1,4 +1,4 @@
-"""The ``driftloop`` command. Settings are built once here and passed down.
+"""The ``driftloop`` command: every entry point's subcommands under one name.
 
     driftloop pipeline compile | run --local | submit --host URL
     driftloop models list | show | promote | rollback
@@ -6,52 +6,46 @@
     driftloop collector ...        (monitoring/cli.py)
     driftloop monitor run ...      (monitoring/cli.py)
 
-Every failure a user can act on is one line on stderr and exit code 1.
+The only module of the package that imports deployables: it dispatches to them. Settings
+are built once (``driftloop.entrypoint``) and passed down; every failure a user can act
+on is one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import sys
 from collections.abc import Sequence
 
-from driftloop import __version__
-from driftloop.errors import DriftloopError
+from driftloop import __version__, entrypoint
+from driftloop.formats import VersionFiles, VersionMetrics
 from driftloop.registry import Registry
-from driftloop.settings import Settings, load_settings
+from driftloop.settings import Settings
 from driftloop.store import open_store
-
-# Modules that add their own subcommands with ``add_commands(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("monitoring.cli", "serving.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    try:
-        settings = load_settings(store_uri=args.store)
-        return int(args.func(args, settings) or 0)
-    except DriftloopError as e:
-        print(f"driftloop: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return entrypoint.main("driftloop", __doc__.split("\n")[0], add_arguments, argv=argv)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="driftloop", description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", action="version", version=f"driftloop {__version__}")
-    p.add_argument("--store", help="store URI (default: $DRIFTLOOP_STORE_URI or .driftloop)")
+    entrypoint.store_argument(p)
     sub = p.add_subparsers(title="commands")
     _pipeline_commands(sub)
     _model_commands(sub)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_commands(sub)
+    # The deployables add their own subcommands.
+    from monitoring.cli import add_commands as monitoring_commands
+    from serving.cli import add_commands as serving_commands
+
+    monitoring_commands(sub)
+    serving_commands(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command's parser (for --help texts and tests)."""
+    p = argparse.ArgumentParser(prog="driftloop", description=__doc__.split("\n")[0])
+    add_arguments(p)
     return p
 
 
@@ -255,18 +249,21 @@ def _print_version(reg: Registry, model: str, version: int) -> None:
 
     ref = VersionRef(model, version)
     man = reg.manifest(ref)
-    metrics = json.loads(reg.read_file(ref, "metrics.json", man))
-    prod = reg.alias(model, "production")
-    print(
-        f"{model} v{version}{'  (production)' if prod == version else ''}  created {man['created']}"
+    metrics = VersionMetrics.parse(
+        reg.read_file(ref, VersionFiles.METRICS, man), f"{ref}/{VersionFiles.METRICS}"
     )
-    print(f"  window: {man['lineage'].get('window')}  run: {man['lineage'].get('run_id')}")
-    print(f"  gate: {metrics.get('gate', '')}")
-    print("  test metrics:    " + _fmt(metrics["test"]))
-    for name, m in (metrics.get("baselines") or {}).items():
+    prod = reg.alias(model, "production")
+    print(f"{ref}{'  (production)' if prod == version else ''}  created {man.created}")
+    window = man.lineage.window
+    print(
+        f"  family: {man.family}  window: [{window.start}, {window.end})  run: {man.lineage.run_id}"
+    )
+    print(f"  gate: {metrics.gate}")
+    print("  test metrics:    " + _fmt(metrics.test))
+    for name, m in metrics.baselines.items():
         print(f"  baseline {name + ':':7s} " + _fmt(m))
-    if metrics.get("champion"):
-        print("  champion:        " + _fmt(metrics["champion"]))
+    if metrics.champion:
+        print("  champion:        " + _fmt(metrics.champion))
 
 
 def _fmt(m: dict) -> str:

@@ -53,9 +53,9 @@ import pyarrow.dataset as ds
 from scipy.spatial import distance
 
 from driftloop.errors import DataError
+from driftloop.formats import TabularSchema
 
 PREDICTION = "prediction"
-STATS_FILE = "reference/stats.json"
 DRIFT_SHARE = 0.5  # Evidently's DataDriftPreset default: half the columns drifted
 SMALL_REFERENCE = 1000  # Evidently switches tests above this many (clean) reference rows
 DISTANCE_THRESHOLD = 0.1  # Evidently's default for Wasserstein (normed) and Jensen-Shannon
@@ -94,12 +94,12 @@ class DriftResult:
 
 
 # -- 1. Reference side, precomputed at registration ------------------------------------
-def monitored_columns(schema: dict) -> dict[str, str]:
-    """Feature name -> kind, from the model's input schema (``steps.input_schema``)."""
-    return {f["name"]: f["kind"] for f in schema["features"]}
+def monitored_columns(schema: TabularSchema) -> dict[str, str]:
+    """Feature name -> kind, from the model's input schema."""
+    return schema.kinds
 
 
-def reference_statistics(sample_df: pd.DataFrame, schema: dict) -> dict:
+def reference_statistics(sample_df: pd.DataFrame, schema: TabularSchema) -> dict:
     """JSON-serialisable statistics of the reference sample (``reference/stats.json``)."""
     kinds = monitored_columns(schema)
     if PREDICTION in sample_df.columns:
@@ -229,7 +229,10 @@ def _columns_of(source: Source) -> set[str]:
 
 # -- 3. The tests -----------------------------------------------------------------------
 def column_drift(
-    reference: dict | pd.DataFrame, current: Source, schema: dict, drift_share: float = DRIFT_SHARE
+    reference: dict | pd.DataFrame,
+    current: Source,
+    schema: TabularSchema,
+    drift_share: float = DRIFT_SHARE,
 ) -> DriftResult:
     """Drift of ``current`` (DataFrame, Arrow table, Parquet path(s)) against ``reference``
     (``reference_statistics`` output, or the reference sample itself)."""
@@ -356,7 +359,7 @@ def _import_evidently() -> None:
 def evidently_report(
     reference: pd.DataFrame,
     current: Source,
-    schema: dict,
+    schema: TabularSchema,
     html_path: str | Path,
     sample_rows: int = 10_000,
     seed: int = 0,
@@ -375,7 +378,7 @@ def evidently_report(
     from evidently.presets import DataDriftPreset
 
     features = monitored_columns(schema)
-    target = schema.get("target")
+    target = schema.target
     cols = list(features) + [PREDICTION] + ([target] if target in _columns_of(current) else [])
     table = _arrow_table(current, cols)
     rows = table.num_rows
@@ -445,37 +448,41 @@ def _arrow_table(source: Source, cols: list[str]) -> pa.Table:
 
 
 def _quality(
-    table: pa.Table, schema: dict, html_path: Path, sample_rows: int, rng: np.random.Generator
+    table: pa.Table,
+    schema: TabularSchema,
+    html_path: Path,
+    sample_rows: int,
+    rng: np.random.Generator,
 ) -> dict[str, float] | None:
     from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
     from evidently.metrics import MAE, RMSE, Accuracy, F1Score, Precision, Recall, RocAuc
 
-    target = schema["target"]
+    target = schema.target
     labelled = np.flatnonzero(table.column(target).is_valid().to_numpy(zero_copy_only=False))
     if labelled.size == 0:
         return None
     take = np.sort(rng.choice(labelled, size=min(sample_rows, labelled.size), replace=False))
     df = table.select([target, PREDICTION]).take(pa.array(take)).to_pandas()
-    if schema["task"] == "regression":
+    if schema.task == "regression":
         df[target] = df[target].astype("float64")
         definition = DataDefinition(
             numerical_columns=[target, PREDICTION],
             regression=[Regression(target=target, prediction=PREDICTION)],
         )
         metrics: dict[str, Any] = {"rmse": RMSE(), "mae": MAE()}
-    elif schema["task"] == "binary":
+    elif schema.task == "binary":
         definition = DataDefinition(
             categorical_columns=[target],
             numerical_columns=[PREDICTION],
             classification=[
                 BinaryClassification(
-                    target=target, prediction_probas=PREDICTION, pos_label=schema["positive_label"]
+                    target=target, prediction_probas=PREDICTION, pos_label=schema.positive_label
                 )
             ],
         )
         # The served labels use the version's tuned threshold, not Evidently's 0.5: score
         # the window the way it was served, or F1 on rare positives reads as zero.
-        t = float(schema.get("threshold", 0.5))
+        t = schema.threshold
         metrics = {
             "accuracy": Accuracy(probas_threshold=t),
             "precision": Precision(probas_threshold=t),

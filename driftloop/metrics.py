@@ -6,12 +6,17 @@ plus the confusion matrix and ROC curve for KFP's ``ClassificationMetrics``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn import metrics as skm
 
-LOWER_IS_BETTER = {"rmse", "mae"}
+from driftloop.spec import LOWER_IS_BETTER
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from driftloop.spec import DatasetSpec
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -40,6 +45,19 @@ def classification_metrics(
         both = 0 < y_pos.sum() < len(y_pos)
         out["roc_auc"] = float(skm.roc_auc_score(y_pos, proba)) if both else float("nan")
     return out
+
+
+def scores(pred: dict[str, np.ndarray], df: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    """The spec's task metrics of a ``FittedModel.predict`` output against ``df``'s target."""
+    y = df[spec.target].to_numpy()
+    if spec.task == "regression":
+        return regression_metrics(y.astype("float64"), pred["value"])
+    return classification_metrics(
+        y.astype(str),
+        pred["label"],
+        pred.get("probability") if spec.task == "binary" else None,
+        spec.positive_label,
+    )
 
 
 def better(metric: str, a: float, b: float, margin: float = 0.0) -> bool:

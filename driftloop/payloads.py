@@ -1,24 +1,11 @@
-"""Served-traffic logs and delayed ground truth in the store: layout, columns, readers.
+"""Served-traffic logs and delayed ground truth in the store: writers and readers.
 
 The collector (``python -m monitoring.collector``) writes these; the drift job reads them.
-
-Layout::
+Layout, columns and the label format are defined in ``driftloop.formats`` (``LOG_FIELDS``,
+``OUTPUT_FIELDS``, ``LABEL_FIELDS``, ``LabelRow``, ``log_key``, ``label_key``)::
 
     logs/<model>/v<version>/<endpoint>/date=YYYY-MM-DD/<uuid>.parquet   one row per instance
     labels/<model>/date=YYYY-MM-DD/<uuid>.parquet                      one row per label
-
-Log columns (``LOG_COLUMNS``, then one column per input feature, then ``OUTPUT_COLUMNS``):
-``request_id`` (str), ``row`` (int64, index within the request), ``event_time`` (naive UTC:
-the request's ``timestamp``, else the CloudEvent's ``ce-time``, else receive time; the date
-partition comes from it), ``received_at``, ``model``, ``version`` (int64; 0 when the
-response named none), ``endpoint`` (``default``/``canary``), ``inference_service``,
-``namespace``; features (numeric → float64, categorical → string); ``prediction``
-(float64: the regression value or P(positive)), ``label`` (str or null: a classification
-label), ``rules_fired`` (str: a JSON list). A feature whose name collides with one of
-these columns is stored as ``feature.<name>``.
-
-Label columns: ``request_id``, ``row``, ``actual`` (str, as sent), ``actual_value``
-(float64 when the label is a number), ``label_time``, ``received_at``.
 """
 
 from __future__ import annotations
@@ -32,34 +19,36 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from driftloop.errors import DataError, NotFound
+from driftloop.formats import (
+    LABEL_FIELDS,
+    LOG_FIELDS,
+    OUTPUT_FIELDS,
+    LabelRow,
+    TabularSchema,
+    label_key,
+    labels_prefix,
+    log_key,
+    log_prefix,
+)
 from driftloop.store import Store
 
 if TYPE_CHECKING:  # pandas is imported lazily: the collector never needs it
     import pandas as pd
 
-LOG_COLUMNS = (
-    "request_id",
-    "row",
-    "event_time",
-    "received_at",
-    "model",
-    "version",
-    "endpoint",
-    "inference_service",
-    "namespace",
-)
-OUTPUT_COLUMNS = ("prediction", "label", "rules_fired")
-LABEL_COLUMNS = ("request_id", "row", "actual", "actual_value", "label_time", "received_at")
+LOG_COLUMNS = tuple(LOG_FIELDS)
+OUTPUT_COLUMNS = tuple(OUTPUT_FIELDS)
+LABEL_COLUMNS = tuple(LABEL_FIELDS)
 RESERVED = frozenset(LOG_COLUMNS + OUTPUT_COLUMNS)
-ENDPOINTS = ("default", "canary")
 # KServe's payload-logger CloudEvent types; the predictor's own emitter sends the same,
 # batched in CloudEvents' batched content mode.
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 TS = pa.timestamp("us")  # naive UTC, microseconds: what pandas and Evidently expect
+_ARROW = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "timestamp": TS}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _DATE = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
 
@@ -69,67 +58,46 @@ def valid_name(name: object) -> bool:
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
-def log_prefix(model: str, version: int | None = None, endpoint: str | None = None) -> str:
-    prefix = f"logs/{model}"
-    if version is not None:
-        prefix += f"/v{version}"
-        if endpoint is not None:
-            prefix += f"/{endpoint}"
-    return prefix
-
-
-def log_key(model: str, version: int, endpoint: str, day: date) -> str:
-    leaf = f"date={day.isoformat()}/{uuid.uuid4().hex}.parquet"
-    return f"{log_prefix(model, version, endpoint)}/{leaf}"
-
-
-def label_key(model: str, day: date) -> str:
-    return f"labels/{model}/date={day.isoformat()}/{uuid.uuid4().hex}.parquet"
-
-
 def feature_column(name: str) -> str:
     return f"feature.{name}" if name in RESERVED else name
 
 
+def _fields(spec: dict[str, str]) -> list[pa.Field]:
+    return [pa.field(n, _ARROW[t]) for n, t in spec.items()]
+
+
 def log_schema(features: dict[str, str]) -> pa.Schema:
-    """The Arrow schema of a log batch; ``features`` maps column → numeric|categorical.
+    """The Arrow schema of a log batch; ``features`` maps column -> numeric|categorical.
 
     Feature columns are already mapped through ``feature_column``.
     """
-    fields = [
-        pa.field("request_id", pa.string()),
-        pa.field("row", pa.int64()),
-        pa.field("event_time", TS),
-        pa.field("received_at", TS),
-        pa.field("model", pa.string()),
-        pa.field("version", pa.int64()),
-        pa.field("endpoint", pa.string()),
-        pa.field("inference_service", pa.string()),
-        pa.field("namespace", pa.string()),
-    ]
-    fields += [
+    feats = [
         pa.field(n, pa.float64() if k == "numeric" else pa.string()) for n, k in features.items()
     ]
-    fields += [
-        pa.field("prediction", pa.float64()),
-        pa.field("label", pa.string()),
-        pa.field("rules_fired", pa.string()),
-    ]
-    return pa.schema(fields)
+    return pa.schema(_fields(LOG_FIELDS) + feats + _fields(OUTPUT_FIELDS))
+
+
+LABEL_SCHEMA = pa.schema(_fields(LABEL_FIELDS))
 
 
 def write_log_frame(
-    store: Store, model: str, version: int, endpoint: str, schema: dict, frame: pd.DataFrame
+    store: Store,
+    model: str,
+    version: int,
+    endpoint: str,
+    schema: TabularSchema,
+    frame: pd.DataFrame,
 ) -> list[str]:
     """Import already-served traffic as logs, exactly as the collector would have written
-    them (backfills, offline replays, benchmarks). ``frame``: the schema's features,
-    ``event_time``, ``prediction`` and optionally ``request_id``/``label``."""
+    them: backfills, offline replays (``driftloop backtest``), benchmarks. ``frame``: the
+    schema's features, ``event_time``, ``prediction`` and optionally ``request_id`` and
+    ``label``. Public API."""
     import pandas as pd
 
     if frame.empty:
         return []
-    kinds = {feature_column(f["name"]): f["kind"] for f in schema["features"]}
-    df = frame.rename(columns={f["name"]: feature_column(f["name"]) for f in schema["features"]})
+    kinds: dict[str, str] = {feature_column(f.name): f.kind for f in schema.features}
+    df = frame.rename(columns={f.name: feature_column(f.name) for f in schema.features})
     n = len(df)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     base = {
@@ -271,38 +239,25 @@ def write_labels(
     for i, item in enumerate(labels):
         if not isinstance(item, dict):
             raise DataError(f"labels[{i}] must be an object")
-        rid, row, value = item.get("request_id"), item.get("row", 0), item.get("label")
-        if not isinstance(rid, str) or not rid:
-            raise DataError(f"labels[{i}].request_id must be a non-empty string")
-        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
-            raise DataError(f"labels[{i}].row must be a non-negative integer")
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise DataError(f"labels[{i}].label must be a number or a string")
         try:
-            when = naive_utc(item.get("time")) or received
-        except (TypeError, ValueError) as e:
-            raise DataError(f"labels[{i}].time is not an ISO-8601 time: {e}") from e
-        numeric = not isinstance(value, str)
+            row = LabelRow.model_validate(item)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(entry)"
+            raise DataError(f"labels[{i}].{where}: {first['msg']}") from e
+        when = naive_utc(row.time) or received
+        numeric = not isinstance(row.label, str)
         by_day.setdefault(when.date(), []).append(
             {
-                "request_id": rid,
-                "row": row,
-                "actual": str(value),
-                "actual_value": float(value) if numeric else None,
+                "request_id": row.request_id,
+                "row": row.row,
+                "actual": str(row.label),
+                "actual_value": float(row.label) if numeric else None,
                 "label_time": when,
                 "received_at": received,
             }
         )
-    schema = pa.schema(
-        [
-            ("request_id", pa.string()),
-            ("row", pa.int64()),
-            ("actual", pa.string()),
-            ("actual_value", pa.float64()),
-            ("label_time", TS),
-            ("received_at", TS),
-        ]
-    )
+    schema = LABEL_SCHEMA
     keys = []
     for day, rows in sorted(by_day.items()):
         key = label_key(model, day)
@@ -314,7 +269,7 @@ def write_labels(
 def read_labels(store: Store, model: str, start: Any = None, end: Any = None) -> pd.DataFrame:
     """Labels of ``model`` with ``start <= label_time < end``."""
     lo, hi = naive_utc(start), naive_utc(end)
-    keys = _keys_in_window(store, f"labels/{model}", lo, hi, fixed_leaf=True)
+    keys = _keys_in_window(store, labels_prefix(model), lo, hi, fixed_leaf=True)
     df = _read_frames(store, keys, LABEL_COLUMNS)
     if lo is not None:
         df = df[df["label_time"] >= lo]

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from driftloop.config import read_yaml_mapping, validated
+from driftloop.spec import LOWER_IS_BETTER
 
 if TYPE_CHECKING:  # drift imports Evidently: keep the policy light
     from driftloop.drift import DriftResult
+    from driftloop.formats import WindowRecord
 
-LOWER_IS_BETTER = {"rmse", "mae"}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -121,6 +122,20 @@ class WindowSummary:
             bool(r.prediction and r.prediction.drifted),
             quality,
             baseline,
+        )
+
+    @classmethod
+    def from_record(cls, r: WindowRecord) -> WindowSummary:
+        """From a stored window (``summary.json``)."""
+        return cls(
+            datetime.fromisoformat(r.window.start),
+            datetime.fromisoformat(r.window.end),
+            r.rows,
+            r.drifted_share,
+            list(r.drifted_columns),
+            bool(r.drift.prediction and r.drift.prediction.drifted),
+            r.quality,
+            r.baseline,
         )
 
 

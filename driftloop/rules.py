@@ -39,8 +39,6 @@ from driftloop.config import field_error
 from driftloop.errors import ConfigError
 from driftloop.preprocess import Columns
 
-RULES_FILE = "rules.yaml"
-
 
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -27,6 +27,7 @@ from driftloop.config import read_yaml_mapping, validated
 Task = Literal["regression", "binary", "multiclass"]
 REGRESSION_METRICS = {"rmse", "mae", "r2"}
 CLASSIFICATION_METRICS = {"roc_auc", "f1", "accuracy", "precision", "recall"}
+LOWER_IS_BETTER = {"rmse", "mae"}  # every other metric: higher is better
 
 
 class _Strict(BaseModel):

@@ -2,15 +2,17 @@
 
 Each KFP component in ``components/`` is a typed signature that calls one function here,
 so every step can be run and tested without KFP. Data travels as Parquet files, models
-as directories (``TabularModel.save``), the dataset spec as YAML text.
+as directories (the family's files plus ``trial.json``), the dataset spec as YAML text.
 
     ingest -> validate -> split -> baselines
                                \\-> train_trial x N -> select_best -> gate -> register
+
+``run_inprocess`` runs the same steps in one process (backtests and benchmarks retrain
+many times; the pipeline, ``pipelines/training.py``, is the product path).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,17 +22,25 @@ import pandas as pd
 import yaml
 
 from driftloop import __version__
-from driftloop.data import TIME, frame_hash, load_window, split_by_time
+from driftloop.data import TIME, Splits, frame_hash, load_window, split_by_time
+from driftloop.families import FittedModel, get_family, load_model
+from driftloop.formats import (
+    Evaluation,
+    Lineage,
+    TimeWindow,
+    TrialRecord,
+    VersionFiles,
+    VersionMetrics,
+)
 from driftloop.gate import GateDecision, decide
-from driftloop.metrics import confusion, roc_points
-from driftloop.model import MODEL_FILES, TabularModel
+from driftloop.metrics import better, confusion, roc_points, scores
 from driftloop.registry import Registry, VersionRef
 from driftloop.spec import DatasetSpec, parse_spec
 from driftloop.store import Store
-from driftloop.train import baselines, evaluate, scores, train_model
 from driftloop.validation import validate
 
-REFERENCE_ROWS = 20_000  # drift reference sample; enough for stable per-column statistics
+TRIAL = "trial.json"  # beside a trained model between steps; not part of a version
+DEFAULT_FAMILY = "tabular-torch"
 
 
 def spec_from_text(text: str) -> DatasetSpec:
@@ -48,6 +58,11 @@ def spec_to_text(spec: DatasetSpec) -> str:
 
 def read(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
+
+
+def sample_trials(n: int, seed: int = 0, family: str = DEFAULT_FAMILY) -> list[dict[str, Any]]:
+    """``n`` trials ``{"family", "params"}`` drawn from the family's declared search space."""
+    return [{"family": family, "params": p} for p in get_family(family).sample_trials(n, seed)]
 
 
 # 1. Ingest: the window [start, end) of the source, typed, as Parquet.
@@ -81,41 +96,52 @@ def split(dataset: Path, spec: DatasetSpec, train: Path, validation: Path, test:
     return {"train": len(s.train), "validation": len(s.validation), "test": len(s.test)}
 
 
-def _splits(train: Path, validation: Path, test: Path | None = None):  # noqa: ANN202
-    from driftloop.data import Splits
-
-    empty = pd.DataFrame()
-    return Splits(read(train), read(validation), read(test) if test else empty)
+def _splits(train: Path, validation: Path, test: Path | None = None) -> Splits:
+    return Splits(read(train), read(validation), read(test) if test else pd.DataFrame())
 
 
 # 4. Baselines on the test window.
 def run_baselines(train: Path, validation: Path, test: Path, spec: DatasetSpec) -> dict:
+    from driftloop.baselines import baselines
+
     return baselines(_splits(train, validation, test), spec)
 
 
-# 5. One hyperparameter trial.
+# 5. One trial: a family and its parameters.
 def train_trial(
-    train: Path, validation: Path, spec: DatasetSpec, params: dict, model_out: Path
-) -> dict:
+    train: Path, validation: Path, spec: DatasetSpec, trial: dict[str, Any], model_out: Path
+) -> TrialRecord:
     import torch
 
     # Trials run side by side (ParallelFor parallelism=2 on 2-core nodes): one thread
     # each, or they oversubscribe the cores and take 3x longer.
     torch.set_num_threads(1)
-    result = train_model(_splits(train, validation), spec, params)
+    family = get_family(str(trial.get("family", DEFAULT_FAMILY)), "trial")
+    result = family.train(_splits(train, validation), spec, dict(trial.get("params") or {}))
     result.model.save(model_out)
-    info = {"params": result.params, "epochs": result.epochs, "validation": result.val_metrics}
-    (model_out / "trial.json").write_text(json.dumps(info, indent=2))
-    return info
+    record = TrialRecord(
+        family=family.name, params=result.params, epochs=result.epochs, validation=result.validation
+    )
+    (model_out / TRIAL).write_bytes(record.dump())
+    return record
+
+
+def trial_record(model_dir: Path) -> TrialRecord:
+    path = model_dir / TRIAL
+    record: TrialRecord = TrialRecord.parse(path.read_bytes(), str(path))
+    return record
+
+
+def load_trained(model_dir: Path) -> FittedModel:
+    """The model ``train_trial`` wrote into ``model_dir``."""
+    return load_model(model_dir, trial_record(model_dir).family)
 
 
 # 6. The best trial by validation score.
 def select_best(model_dirs: list[Path], spec: DatasetSpec) -> Path:
-    from driftloop.metrics import better
-
     best, best_score = None, None
     for d in model_dirs:
-        score = json.loads((d / "trial.json").read_text())["validation"][spec.metric]
+        score = trial_record(d).validation[spec.metric]
         if best_score is None or better(spec.metric, score, best_score):
             best, best_score = d, score
     assert best is not None, "no trials"
@@ -124,16 +150,17 @@ def select_best(model_dirs: list[Path], spec: DatasetSpec) -> Path:
 
 # 7. Evaluate on the test window (+ confusion matrix and ROC curve for classification).
 def evaluate_on_test(model_dir: Path, test: Path, spec: DatasetSpec) -> dict:
-    model, df = TabularModel.load(model_dir), read(test)
+    model, df = load_trained(model_dir), read(test)
     pred = model.predict(df)
     out: dict = {"metrics": scores(pred, df, spec)}
     if spec.task != "regression":
+        schema = model.input_schema(spec)
         y = df[spec.target].astype(str).to_numpy()
-        out["classes"] = model.pre.classes
-        out["confusion"] = confusion(y, pred["label"], model.pre.classes)
+        out["classes"] = schema.classes
+        out["confusion"] = confusion(y, pred["label"], schema.classes)
         if spec.task == "binary":
             out["roc"] = roc_points((y == spec.positive_label).astype(int), pred["probability"])
-            out["threshold"] = model.pre.threshold
+            out["threshold"] = schema.threshold
     return out
 
 
@@ -147,23 +174,29 @@ def gate(
     margin: float,
 ) -> tuple[GateDecision, dict | None]:
     df = read(test)
-    challenger = evaluate(TabularModel.load(model_dir), df, spec)
+    challenger = scores(load_trained(model_dir).predict(df), df, spec)
     champion = champion_metrics(store, spec, df)
     return decide(spec.metric, challenger, baseline_metrics, champion, margin), champion
 
 
 def champion_metrics(store: Store, spec: DatasetSpec, df: pd.DataFrame) -> dict | None:
+    """The production version's metrics on ``df``, whatever its family."""
     registry = Registry(store)
     version = registry.alias(spec.name, "production")
     if version is None:
         return None
-    ref = VersionRef(spec.name, version)
+    champion = load_version(registry, VersionRef(spec.name, version))
+    return {**scores(champion.predict(df), df, spec), "version": version}
+
+
+def load_version(registry: Registry, ref: VersionRef) -> FittedModel:
+    """A registered version's model: only its family's files, each verified."""
     manifest = registry.manifest(ref)
-    with tempfile.TemporaryDirectory() as tmp:  # only the model's files, verified
-        for name in MODEL_FILES:
+    family = get_family(manifest.family, str(ref))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in family.files:
             (Path(tmp) / name).write_bytes(registry.read_file(ref, name, manifest))
-        champion = TabularModel.load(Path(tmp))
-    return {**evaluate(champion, df, spec), "version": version}
+        return family.load(Path(tmp))
 
 
 # 9. Register (and optionally promote) a gated model.
@@ -173,93 +206,67 @@ def register(
     test: Path,
     spec: DatasetSpec,
     store: Store,
-    lineage: dict,
+    lineage: Lineage,
     promote: bool,
 ) -> VersionRef:
-    model, train_df = TabularModel.load(model_dir), read(train)
-    test_metrics = evaluate_on_test(model_dir, test, spec)
+    trial = trial_record(model_dir)
+    family = get_family(trial.family, str(model_dir))
+    model, train_df = family.load(model_dir), read(train)
+    test_metrics = evaluate_on_test(model_dir, test, spec)["metrics"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         model.save(out)
-        schema = input_schema(model, spec)
-        (out / "schema.json").write_text(json.dumps(schema, indent=2))
-        (out / "metrics.json").write_text(
-            json.dumps({"test": test_metrics["metrics"], **lineage.get("evaluation", {})}, indent=2)
+        schema = model.input_schema(spec)
+        (out / VersionFiles.SCHEMA).write_bytes(schema.dump())
+        evaluation = lineage.evaluation
+        metrics = VersionMetrics(
+            test=test_metrics,
+            baselines=evaluation.baselines,
+            champion=evaluation.champion,
+            gate=evaluation.gate,
         )
+        (out / VersionFiles.METRICS).write_bytes(metrics.dump())
         if spec.rules_path is not None:
-            (out / "rules.yaml").write_bytes(spec.rules_path.read_bytes())
+            (out / VersionFiles.RULES).write_bytes(spec.rules_path.read_bytes())
         # The spec it was trained from: the drift job retrains from it, no flags needed.
-        (out / "dataset.yaml").write_text(spec_to_text(spec))
-        (out / "reference").mkdir()
+        (out / VersionFiles.DATASET).write_text(spec_to_text(spec))
         # The drift reference: a sample with predictions, and its statistics precomputed
         # now so that each drift window costs about one pass of numpy over the window.
-        from driftloop.drift import reference_statistics, save_statistics
+        from driftloop.drift import save_statistics
 
-        sample = reference_sample(model, train_df, spec)
-        sample.to_parquet(out / "reference" / "sample.parquet")
-        save_statistics(
-            reference_statistics(sample, schema),
-            out / "reference" / "stats.json",
+        sample, stats = family.reference(model, train_df, spec, schema)
+        (out / VersionFiles.REFERENCE_SAMPLE).parent.mkdir()
+        sample.to_parquet(out / VersionFiles.REFERENCE_SAMPLE)
+        save_statistics(stats, out / VersionFiles.REFERENCE_STATS)
+        full = lineage.model_copy(
+            update={
+                "params": trial.params,
+                "epochs": trial.epochs,
+                "code_version": __version__,
+                "dataset": spec.name,
+                "train_rows": len(train_df),
+            }
         )
-        record = model_dir / "trial.json"  # written by train_trial; absent for a bare model
-        trial = json.loads(record.read_text()) if record.exists() else {}
-        full = {
-            **lineage,
-            "params": trial.get("params", {}),
-            "epochs": trial.get("epochs"),
-            "code_version": __version__,
-            "dataset": spec.name,
-            "train_rows": len(train_df),
-        }
-        (out / "card.md").write_text(model_card(spec, test_metrics["metrics"], full))
-        ref = Registry(store).register(spec.name, out, full)
+        (out / VersionFiles.CARD).write_text(model_card(spec, family.name, test_metrics, full))
+        ref = Registry(store).register(spec.name, out, full, family.name)
     if promote:
         Registry(store).promote(spec.name, ref.version, reason="passed the gate")
     return ref
 
 
-def input_schema(model: TabularModel, spec: DatasetSpec) -> dict:
-    """The input contract the predictor enforces (and V2 metadata advertises)."""
-    feats: list[dict[str, Any]] = [
-        {"name": c, "kind": "numeric", "datatype": "FP64"} for c in model.pre.numeric
-    ]
-    feats += [
-        {"name": c, "kind": "categorical", "datatype": "BYTES", "categories": cats}
-        for c, cats in model.pre.categories.items()
-    ]
-    return {
-        "model": spec.name,
-        "task": spec.task,
-        "target": spec.target,
-        "features": feats,
-        "unknown_category": spec.unknown_category,
-        "classes": model.pre.classes,
-        "positive_label": spec.positive_label,
-        "threshold": model.pre.threshold,
-    }
-
-
-def reference_sample(model: TabularModel, train: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """Training rows (features, target, time) with the model's predictions, for drift."""
-    sample = train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=0).sort_values(TIME)
-    pred = model.predict(sample)
-    sample = sample.copy()
-    sample["prediction"] = pred["value"] if spec.task == "regression" else pred["probability"]
-    return sample.reset_index(drop=True)
-
-
-def model_card(spec: DatasetSpec, metrics: dict, lineage: dict) -> str:
+def model_card(spec: DatasetSpec, family: str, metrics: dict, lineage: Lineage) -> str:
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
-    base = lineage.get("evaluation", {}).get("baselines", {})
+    base = lineage.evaluation.baselines
     brow = "\n".join(f"| {n} | {m.get(spec.metric, float('nan')):.4f} |" for n, m in base.items())
     return f"""# Model card: {spec.name}
 
 - Task: {spec.task}, target `{spec.target}`, optimised for `{spec.metric}`.
-- Training window: [{lineage.get("window", {}).get("start")}, \
-{lineage.get("window", {}).get("end")}), {lineage.get("train_rows")} training rows.
+- Model family: `{family}`, parameters {lineage.params}.
+- Training window: [{lineage.window.start}, {lineage.window.end}), \
+{lineage.train_rows} training rows.
 - Features: {", ".join(spec.features)}. Dropped: {", ".join(spec.drop) or "none"}.
-- Pipeline run: {lineage.get("run_id") or "n/a"}; trigger: {lineage.get("trigger_id") or "none"}.
-- driftloop {lineage.get("code_version")}.
+- Pipeline run: {lineage.run_id or "n/a"}; trigger: {lineage.trigger_id or "none"}.
+- driftloop {lineage.code_version}.
 
 ## Test-window metrics
 
@@ -285,15 +292,14 @@ def run_inprocess(
     store: Store,
     start: str,
     end: str,
-    trials: list[dict],
+    trials: list[dict[str, Any]],
     margin: float = 0.0,
     promote: bool = True,
     trigger_id: str = "",
     obey_gate: bool = True,
 ) -> tuple[VersionRef | None, GateDecision]:
     """The training pipeline's steps, in the same order, in this process: no KFP, no
-    subprocesses. For benchmarks and tests that retrain many times; the pipeline itself
-    (``pipelines/training.py``) is the product path. ``obey_gate=False`` registers the
+    subprocesses. ``trials``: ``sample_trials`` output. ``obey_gate=False`` registers the
     challenger whatever the gate says (a calendar-retraining baseline to compare with)."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -302,20 +308,20 @@ def run_inprocess(
         split(d / "data.parquet", spec, d / "train.parquet", d / "val.parquet", d / "test.parquet")
         base = run_baselines(d / "train.parquet", d / "val.parquet", d / "test.parquet", spec)
         models = []
-        for i, params in enumerate(trials):
-            train_trial(d / "train.parquet", d / "val.parquet", spec, params, d / f"trial{i}")
+        for i, trial in enumerate(trials):
+            train_trial(d / "train.parquet", d / "val.parquet", spec, trial, d / f"trial{i}")
             models.append(d / f"trial{i}")
         best = select_best(models, spec)
         decision, champion = gate(best, d / "test.parquet", spec, base, store, margin)
         if obey_gate and not decision.passed:
             return None, decision
-        lineage = {
-            "window": {"start": start, "end": end},
-            "dataset_sha256": info["sha256"],
-            "run_id": "in-process",
-            "trigger_id": trigger_id,
-            "evaluation": {"baselines": base, "champion": champion, "gate": decision.summary},
-        }
+        lineage = Lineage(
+            window=TimeWindow(start=start, end=end),
+            dataset_sha256=info["sha256"],
+            run_id="in-process",
+            trigger_id=trigger_id,
+            evaluation=Evaluation(baselines=base, champion=champion, gate=decision.summary),
+        )
         return register(
             best, d / "train.parquet", d / "test.parquet", spec, store, lineage, promote
         ), decision

@@ -23,17 +23,23 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 import uuid
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Protocol
 
 from driftloop.errors import DriftloopError
+from driftloop.formats import (
+    Lease,
+    TriggerRecord,
+    TriggerStatus,
+    lease_key,
+    leases_prefix,
+    monitoring_prefix,
+    trigger_key,
+    triggers_prefix,
+)
 from driftloop.store import Store
 
-Status = Literal["pending", "running", "succeeded", "failed"]
 LEASE_TTL = timedelta(hours=6)  # longer than any training run; a crashed holder expires
 
 
@@ -48,54 +54,35 @@ def trigger_id(model: str, window_end: str) -> str:
     return f"trg-{stamp}-{digest}"
 
 
-@dataclass
-class Trigger:
-    id: str
-    model: str
-    version: int  # the production version whose traffic drifted
-    reason: list[str]
-    window: dict  # {"start": ..., "end": ...} of the drift window
-    evidence: dict  # store keys of the Evidently report and summary
-    train_window: dict  # {"start": ..., "end": ...} the retraining run gets
-    status: Status = "pending"
-    run_id: str = ""
-    run_name: str = ""
-    backend: str = ""
-    attempts: int = 0
-    error: str = ""
-    created: str = field(default_factory=lambda: _now().isoformat(timespec="seconds"))
-    updated: str = ""
-
-
 class TriggerLog:
     """Trigger records and the lease of one model, on the store."""
 
     def __init__(self, store: Store, model: str) -> None:
         self.store, self.model = store, model
-        self.prefix = f"monitoring/{model}"
+        self.prefix = monitoring_prefix(model)
 
     # -- records --------------------------------------------------------------------------
-    def _key(self, tid: str) -> str:
-        return f"{self.prefix}/triggers/{tid}.json"
-
-    def create(self, trig: Trigger) -> bool:
+    def create(self, trig: TriggerRecord) -> bool:
         """Record a new trigger; False if this id exists (another job, or a retry)."""
-        import json
+        trig.created = trig.created or _now().isoformat(timespec="seconds")
+        return self.store.create(trigger_key(self.model, trig.id), trig.dump())
 
-        return self.store.create(self._key(trig.id), json.dumps(asdict(trig), indent=2).encode())
+    def get(self, tid: str) -> TriggerRecord:
+        return self._read(trigger_key(self.model, tid))
 
-    def get(self, tid: str) -> Trigger:
-        return Trigger(**self.store.get_json(self._key(tid)))
+    def _read(self, key: str) -> TriggerRecord:
+        record: TriggerRecord = TriggerRecord.parse(self.store.get(key), f"{self.store.uri}/{key}")
+        return record
 
-    def save(self, trig: Trigger) -> None:
+    def save(self, trig: TriggerRecord) -> None:
         trig.updated = _now().isoformat(timespec="seconds")
-        self.store.put_json(self._key(trig.id), asdict(trig))
+        self.store.put(trigger_key(self.model, trig.id), trig.dump())
 
-    def all(self) -> list[Trigger]:
-        keys = [k for k in self.store.list(f"{self.prefix}/triggers") if k.endswith(".json")]
-        return sorted((Trigger(**self.store.get_json(k)) for k in keys), key=lambda t: t.created)
+    def all(self) -> list[TriggerRecord]:
+        keys = [k for k in self.store.list(triggers_prefix(self.model)) if k.endswith(".json")]
+        return sorted((self._read(k) for k in keys), key=lambda t: t.created)
 
-    def retryable(self, triggers: list[Trigger] | None = None) -> Trigger | None:
+    def retryable(self, triggers: list[TriggerRecord] | None = None) -> TriggerRecord | None:
         """The latest trigger whose run failed to start, if it is the latest trigger.
         ``triggers``: ``all()`` when the caller has just read it."""
         triggers = self.all() if triggers is None else triggers
@@ -106,43 +93,40 @@ class TriggerLog:
         return sorted(
             {
                 int(m.group(1))
-                for k in self.store.list(f"{self.prefix}/leases")
+                for k in self.store.list(leases_prefix(self.model))
                 if (m := re.search(r"/(\d+)\.json$", k))
             }
         )
 
-    def held(self) -> dict | None:
+    def held(self) -> Lease | None:
         """The lease if a run is in flight (held, not released, not expired)."""
         gens = self._generations()
         return self._active(gens[-1]) if gens else None
 
-    def _active(self, n: int) -> dict | None:
-        if self.store.exists(f"{self.prefix}/leases/{n:08d}.done"):
+    def _active(self, n: int) -> Lease | None:
+        if self.store.exists(lease_key(self.model, n, done=True)):
             return None
-        lease = dict(self.store.get_json(f"{self.prefix}/leases/{n:08d}.json"))
-        return None if datetime.fromisoformat(lease["expires"]) < _now() else lease
+        key = lease_key(self.model, n)
+        lease: Lease = Lease.parse(self.store.get(key), f"{self.store.uri}/{key}")
+        return None if datetime.fromisoformat(lease.expires) < _now() else lease
 
     def acquire(self, tid: str) -> int | None:
         """Take the lease for trigger ``tid``: its generation, or None if another job
         holds it or won the race for it."""
-        import json
-
         # Decide from ONE listing: checking "free" and choosing n from two listings lets
         # a job that saw no lease claim n + 1 right after another job claimed n.
         gens = self._generations()
         if gens and self._active(gens[-1]) is not None:
             return None
         n = (gens or [0])[-1] + 1
-        lease = {
-            "trigger_id": tid,
-            "holder": uuid.uuid4().hex,
-            "expires": (_now() + LEASE_TTL).isoformat(),
-        }
-        ok = self.store.create(f"{self.prefix}/leases/{n:08d}.json", json.dumps(lease).encode())
+        lease = Lease(
+            trigger_id=tid, holder=uuid.uuid4().hex, expires=(_now() + LEASE_TTL).isoformat()
+        )
+        ok = self.store.create(lease_key(self.model, n), lease.dump())
         return n if ok else None
 
     def release(self, generation: int) -> None:
-        self.store.put(f"{self.prefix}/leases/{generation:08d}.done", _now().isoformat().encode())
+        self.store.put(lease_key(self.model, generation, done=True), _now().isoformat().encode())
 
     def release_current(self) -> None:
         gens = self._generations()
@@ -150,144 +134,21 @@ class TriggerLog:
             self.release(gens[-1])
 
 
-# -- backends ---------------------------------------------------------------------------------
+# -- what starts a run ---------------------------------------------------------------------
 class Backend(Protocol):
+    """Starts the retraining run of a trigger. The implementations are deployables
+    (``monitoring/backends.py``: a kfp.local run, a KFP run, the steps in-process)."""
+
     name: str
 
-    def start(self, trig: Trigger) -> str:
+    def start(self, trig: TriggerRecord) -> str:
         """Start (or find) the run for ``trig``; its run id. Raises DriftloopError."""
 
-    def state(self, run_id: str) -> Status:
+    def state(self, run_id: str) -> TriggerStatus:
         """running, succeeded or failed."""
 
 
-@dataclass
-class LocalBackend:
-    """Runs the training pipeline with kfp.local in a child process and waits for it."""
-
-    spec_path: str
-    store_uri: str
-    n_trials: int = 4
-    margin: float = 0.0
-    timeout_s: float = 1800
-    name: str = "local"
-
-    def start(self, trig: Trigger) -> str:
-        cmd = [
-            sys.executable,
-            "-m",
-            "driftloop.cli",
-            "--store",
-            self.store_uri,
-            "pipeline",
-            "run",
-            "--local",
-            "--spec",
-            self.spec_path,
-            "--start",
-            trig.train_window["start"],
-            "--end",
-            trig.train_window["end"],
-            "--trials",
-            str(self.n_trials),
-            "--margin",
-            str(self.margin),
-            "--trigger-id",
-            trig.id,
-        ]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=self.timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired as e:
-            raise DriftloopError(f"local training run for {trig.id} timed out") from e
-        run_id = f"local-{trig.id}"
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DriftloopError(f"local training run for {trig.id} failed: {last}")
-        return run_id
-
-    def state(self, run_id: str) -> Status:
-        return "succeeded"  # start() returns only once the run has finished
-
-
-@dataclass
-class KfpBackend:
-    """Creates the run on a Kubeflow Pipelines host through ``kfp.Client``."""
-
-    host: str
-    spec_path: str
-    store_uri: str
-    experiment: str = "driftloop"
-    namespace: str | None = None
-    token: str | None = None  # default: the in-cluster service-account token, if any
-    n_trials: int = 4
-    margin: float = 0.0
-    name: str = "kfp"
-
-    def _client(self):  # noqa: ANN202
-        from pipelines.run import kfp_client
-
-        return kfp_client(self.host, self.token or _service_account_token(), self.namespace)
-
-    def start(self, trig: Trigger) -> str:
-        from driftloop.spec import load_spec
-        from pipelines.run import RunRequest, _submit
-
-        req = RunRequest(
-            spec=load_spec(self.spec_path),
-            store_uri=self.store_uri,
-            start=trig.train_window["start"],
-            end=trig.train_window["end"],
-            n_trials=self.n_trials,
-            margin=self.margin,
-            trigger_id=trig.id,
-        )
-        try:
-            with self._client() as client:
-                existing = _run_named(client, trig.run_name, self.namespace)
-                if existing:
-                    return existing  # a retry: the run exists already; never a second one
-                return _submit(client, req, self.experiment, trig.run_name, None).run_id
-        except DriftloopError:
-            raise
-        except Exception as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise DriftloopError(f"cannot start a run on {self.host}: {first}") from e
-
-    def state(self, run_id: str) -> Status:
-        try:
-            with self._client() as client:
-                run = client.get_run(run_id)
-        except Exception:
-            return "running"  # unknown for now: keep the lease, look again next window
-        s = str(getattr(run, "state", "") or "").upper()
-        if s in ("SUCCEEDED",):
-            return "succeeded"
-        if s in ("FAILED", "CANCELED", "CANCELLED", "SKIPPED"):
-            return "failed"
-        return "running"
-
-
-def _service_account_token() -> str | None:
-    from pathlib import Path
-
-    p = Path("/var/run/secrets/kubeflow/pipelines/token")  # KFP's projected SA token
-    return p.read_text().strip() if p.is_file() else None
-
-
-def _run_named(client, name: str, namespace: str | None) -> str | None:  # noqa: ANN001
-    import json
-
-    flt = json.dumps(
-        {"predicates": [{"key": "display_name", "operation": "EQUALS", "stringValue": name}]}
-    )
-    resp = client.list_runs(namespace=namespace, filter=flt, page_size=1)
-    runs = getattr(resp, "runs", None) or []
-    return str(runs[0].run_id) if runs else None
-
-
-def fire(log: TriggerLog, trig: Trigger, backend: Backend) -> Trigger | None:
+def fire(log: TriggerLog, trig: TriggerRecord, backend: Backend) -> TriggerRecord | None:
     """Start the run for a recorded trigger under the lease: the updated record, or None
     when another job holds the lease (a run is in flight; the trigger waits).
 
@@ -314,7 +175,7 @@ def fire(log: TriggerLog, trig: Trigger, backend: Backend) -> Trigger | None:
     return log.get(trig.id)
 
 
-def reconcile(log: TriggerLog, backend: Backend) -> list[Trigger]:
+def reconcile(log: TriggerLog, backend: Backend) -> list[TriggerRecord]:
     """Settle running triggers whose runs have finished, releasing the lease; returns
     every trigger, oldest first, as it now stands."""
     triggers = log.all()
@@ -327,36 +188,3 @@ def reconcile(log: TriggerLog, backend: Backend) -> list[Trigger]:
             log.save(trig)
             log.release_current()
     return triggers
-
-
-@dataclass
-class InProcessBackend:
-    """Runs the pipeline's steps in this process (``driftloop.steps.run_inprocess``):
-    for benchmarks and tests that retrain many times. Not for production."""
-
-    store: Store
-    spec_text: str
-    trials: list[dict]
-    margin: float = 0.0
-    name: str = "in-process"
-    outcomes: dict[str, str] = field(default_factory=dict)  # run id -> gate summary
-
-    def start(self, trig: Trigger) -> str:
-        from driftloop.steps import run_inprocess, spec_from_text
-
-        ref, decision = run_inprocess(
-            spec_from_text(self.spec_text),
-            self.store,
-            trig.train_window["start"],
-            trig.train_window["end"],
-            self.trials,
-            self.margin,
-            True,
-            trig.id,
-        )
-        run_id = f"inproc-{trig.id}"
-        self.outcomes[run_id] = (f"v{ref.version} " if ref else "") + decision.summary
-        return run_id
-
-    def state(self, run_id: str) -> Status:
-        return "succeeded"

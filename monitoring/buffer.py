@@ -13,7 +13,6 @@ Every bound that drops data counts what it dropped in ``Metrics``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -23,7 +22,8 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from driftloop.errors import IntegrityError, NotFound, StoreError
-from driftloop.payloads import RESERVED, feature_column, log_key, log_schema, to_parquet
+from driftloop.formats import VersionFiles, log_key, parse_schema
+from driftloop.payloads import RESERVED, feature_column, log_schema, to_parquet
 from driftloop.registry import Registry, VersionRef
 from driftloop.store import Store
 from monitoring.decode import Event, decode_pair, model_and_version
@@ -163,10 +163,11 @@ class BatchWriter:
         hit = self._schemas.get((model, version))
         if hit and (hit[0] is not None or time.monotonic() - hit[1] < self.cfg.schema_ttl_s):
             return hit[0]
+        ref = VersionRef(model, version)
         try:
-            doc = self.registry.read_file(VersionRef(model, version), "schema.json")
-            kinds = {f["name"]: f.get("kind", "numeric") for f in json.loads(doc)["features"]}
-        except (NotFound, IntegrityError, ValueError, KeyError, TypeError) as e:
+            doc = self.registry.read_file(ref, VersionFiles.SCHEMA)
+            kinds: dict[str, str] | None = parse_schema(doc, f"{ref}/{VersionFiles.SCHEMA}").kinds
+        except (NotFound, IntegrityError) as e:
             log.warning("no usable schema.json for %s v%s (%s); inferring kinds", model, version, e)
             kinds = None
         self._schemas[(model, version)] = (kinds, time.monotonic())

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from driftloop.settings import Settings
-
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from monitoring.collector import add_arguments
+    from monitoring.collector import run as run_collector
 
     p = sub.add_parser("collector", help="receive KServe payload-logger events, write Parquet")
     add_arguments(p)
-    p.set_defaults(func=_collector)
+    p.set_defaults(func=run_collector)
 
     from monitoring.job import add_arguments as job_arguments
     from monitoring.job import run as run_job
@@ -26,13 +25,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r = msub.add_parser("run", help="one drift window (or --every: one per period)")
     job_arguments(r)
     r.set_defaults(func=run_job)
-
-
-def _collector(args: argparse.Namespace, settings: Settings) -> int:
-    import logging
-
-    from monitoring.collector import config_from, serve
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serve(settings, args.host, args.port, config_from(args))
-    return 0

@@ -40,9 +40,10 @@ from typing import Any
 
 import orjson
 
-from driftloop.errors import DataError, DriftloopError, StoreError
+from driftloop import entrypoint
+from driftloop.errors import DataError, StoreError
 from driftloop.payloads import BATCH_CONTENT_TYPE, REQUEST, RESPONSE, valid_name, write_labels
-from driftloop.settings import Settings, load_settings
+from driftloop.settings import Settings
 from driftloop.store import Store, open_store
 from monitoring.buffer import BatchWriter, CollectorConfig, Metrics, Pairer
 from monitoring.decode import Event, check_request, check_response
@@ -190,11 +191,13 @@ class Collector:
     async def _labels(self, body: bytes) -> tuple[int, bytes]:
         try:
             doc = orjson.loads(body)
-            if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
+            if (
+                not isinstance(doc, dict)
+                or not isinstance(doc.get("model"), str)
+                or not isinstance(doc.get("labels"), list)
+            ):
                 raise DataError('expected {"model": str, "labels": [...]}')
-            keys = await asyncio.to_thread(
-                write_labels, self.store, doc.get("model"), doc["labels"]
-            )
+            keys = await asyncio.to_thread(write_labels, self.store, doc["model"], doc["labels"])
         except (orjson.JSONDecodeError, DataError) as e:
             return 400, orjson.dumps({"error": str(e)})
         except StoreError as e:
@@ -331,20 +334,20 @@ def config_from(args: argparse.Namespace) -> CollectorConfig:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m monitoring.collector",
-        description="KServe payload logger → Parquet collector",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        serve(load_settings(), args.host, args.port, config_from(args))
-    except DriftloopError as e:
-        print(f"collector: error: {e}", file=sys.stderr)  # noqa: T201
-        return 1
+    serve(settings, args.host, args.port, config_from(args))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return entrypoint.main(
+        "python -m monitoring.collector",
+        "KServe payload logger -> Parquet collector",
+        add_arguments,
+        run,
+        argv,
+    )
 
 
 if __name__ == "__main__":

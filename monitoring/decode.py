@@ -163,7 +163,8 @@ def decode_pair(
     if len(preds) != len(instances) or (probs is not None and len(probs) != len(preds)):
         raise DataError(f"{len(instances)} instances but {len(preds)} predictions")
     received = datetime.fromtimestamp(req.received, UTC).replace(tzinfo=None)
-    params = req.body.get("parameters") if isinstance(req.body.get("parameters"), dict) else {}
+    given = req.body.get("parameters")
+    params: dict = given if isinstance(given, dict) else {}
     event_time = (
         parse_time(req.body.get("timestamp"))
         or parse_time(params.get("timestamp"))

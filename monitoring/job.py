@@ -14,13 +14,19 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from driftloop import entrypoint
 from driftloop.errors import ConfigError
 from driftloop.settings import Settings
 
+if TYPE_CHECKING:
+    from driftloop.store import Store
+    from driftloop.trigger import Backend
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from driftloop.payloads import ENDPOINTS
+    from driftloop.formats import ENDPOINTS
 
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument(
@@ -134,9 +140,12 @@ def _window(args: argparse.Namespace) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _backend(args, settings, store, tmp: Path):  # noqa: ANN001, ANN202
+def _backend(
+    args: argparse.Namespace, settings: Settings, store: Store, tmp: Path
+) -> Backend | None:
+    from driftloop.formats import VersionFiles
     from driftloop.registry import Registry
-    from driftloop.trigger import KfpBackend, LocalBackend
+    from monitoring.backends import KfpBackend, LocalBackend
 
     if args.trigger == "none":
         return None
@@ -144,7 +153,7 @@ def _backend(args, settings, store, tmp: Path):  # noqa: ANN001, ANN202
     if spec_path is None:  # the spec the production version was trained from
         ref = Registry(store).resolve(args.model)
         spec_path = str(tmp / "dataset.yaml")
-        Path(spec_path).write_bytes(Registry(store).read_file(ref, "dataset.yaml"))
+        Path(spec_path).write_bytes(Registry(store).read_file(ref, VersionFiles.DATASET))
     if args.trigger == "local":
         return LocalBackend(
             spec_path=spec_path, store_uri=store.uri, n_trials=args.trials, margin=args.margin
@@ -161,10 +170,12 @@ def _backend(args, settings, store, tmp: Path):  # noqa: ANN001, ANN202
     )
 
 
-def main() -> int:
-    from driftloop.cli import main as cli_main
+def main(argv: list[str] | None = None) -> int:
+    def arguments(p: argparse.ArgumentParser) -> None:
+        entrypoint.store_argument(p)
+        add_arguments(p)
 
-    return cli_main(["monitor", "run", *sys.argv[1:]])
+    return entrypoint.main("python -m monitoring.job", __doc__.split("\n")[0], arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ from pathlib import Path
 from driftloop.errors import ConfigError, DataError, DriftloopError
 from driftloop.registry import Registry
 from driftloop.spec import DatasetSpec
-from driftloop.steps import spec_to_text
+from driftloop.steps import sample_trials, spec_to_text
 from driftloop.store import Store
-from driftloop.train import sample_trials
 
 COMPILED = Path(__file__).with_name("training_pipeline.yaml")
 # The identity pipeline pods run as (manifests/base/pipeline-rbac.yaml): the only one
@@ -209,7 +208,7 @@ def submit(
         compile_pipeline()
     try:
         with kfp_client(host, token, namespace) as client:
-            return _submit(client, req, experiment, run_name, schedule)
+            return create_run(client, req, experiment, run_name, schedule)
     except DriftloopError:
         raise
     except Exception as e:  # connection refused, 401, 404 from the KFP API
@@ -219,7 +218,7 @@ def submit(
         ) from e
 
 
-def _submit(
+def create_run(
     client,
     req: RunRequest,
     experiment: str,

@@ -18,7 +18,7 @@ from components.register import register
 from components.split import split
 from components.train import train
 from components.validate import validate
-from driftloop.train import sample_trials
+from driftloop.steps import sample_trials
 
 PIPELINE_NAME = "driftloop-training"
 S3_SECRET = "driftloop-s3"  # keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (see manifests)
@@ -52,13 +52,13 @@ def _in_cluster(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Train, gate and register a tabular model.")
+@dsl.pipeline(name=PIPELINE_NAME, description="Train, gate and register a model.")
 def training_pipeline(
     spec_yaml: str,
     store_uri: str = "s3://driftloop/store",
     start: str = "",
     end: str = "",
-    trials: list = sample_trials(4),  # noqa: B008 - the declared search space, sampled once
+    trials: list = sample_trials(4),  # noqa: B008 - {family, params}: the search space, sampled once
     margin: float = 0.0,
     promote: bool = True,
     trigger_id: str = "",
@@ -72,10 +72,10 @@ def training_pipeline(
     train_set, val_set, test_set = (parts.outputs[k] for k in ("train", "validation", "test"))
 
     base = baselines(spec_yaml=spec_yaml, train=train_set, validation=val_set, test=test_set)
-    with dsl.ParallelFor(items=trials, parallelism=2) as params:
-        trial = train(spec_yaml=spec_yaml, params=params, train=train_set, validation=val_set)
+    with dsl.ParallelFor(items=trials, parallelism=2) as candidate:
+        trained = train(spec_yaml=spec_yaml, trial=candidate, train=train_set, validation=val_set)
     best = evaluate(
-        spec_yaml=spec_yaml, trials=dsl.Collected(trial.outputs["model"]), test=test_set
+        spec_yaml=spec_yaml, trials=dsl.Collected(trained.outputs["model"]), test=test_set
     )
 
     verdict = _in_cluster(

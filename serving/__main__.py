@@ -15,16 +15,16 @@ import logging
 import sys
 from pathlib import Path
 
+from driftloop import entrypoint
 from driftloop.errors import DriftloopError
+from driftloop.settings import Settings
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from kserve.model_server import parser as kserve_parser
-
-    from driftloop.payloads import ENDPOINTS
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """driftloop's flags; kserve's ModelServer flags come in as a parent parser."""
+    from driftloop.formats import ENDPOINTS
     from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
-    p = argparse.ArgumentParser(prog="python -m serving", parents=[kserve_parser])
     p.add_argument("--model_dir", default="/mnt/models", help="registry version directory")
     p.add_argument(
         "--max_batch_rows",
@@ -53,30 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ENDPOINTS,
         help="ce-endpoint: which InferenceService endpoint this pod serves",
     )
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
     from serving.artifacts import load_dir
-    from serving.model import TabularPredictor
+    from serving.model import Predictor
     from serving.payload_log import emitter_for
 
     torch.set_num_threads(args.torch_threads)
     service = args.inference_service or args.model_name
     emitter = emitter_for(args.logger_url, args.model_name, service, args.namespace, args.endpoint)
     model_dir = Path(args.model_dir)
-    predictor = TabularPredictor(
+    predictor = Predictor(
         args.model_name, lambda: load_dir(model_dir), args.max_batch_rows, emitter
     )
     try:
         predictor.load()
     except DriftloopError as e:
         logging.getLogger("serving").error("refusing to start: %s", e)
-        print(f"serving: error: {e}", file=sys.stderr)  # noqa: T201 - the pod's last words
-        return 1
+        raise
     from kserve.model_server import app
 
     from serving.server import install_error_handlers, model_server
@@ -84,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     install_error_handlers(app)
     model_server().start([predictor])
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kserve.model_server import parser as kserve_parser
+
+    return entrypoint.main(
+        "python -m serving", __doc__.split("\n")[0], add_arguments, run, argv, [kserve_parser]
+    )
 
 
 if __name__ == "__main__":

@@ -7,75 +7,79 @@ Two sources, one result:
   ``manifest.json`` is checked against its sha256 first; any mismatch refuses to load;
 - the store, via ``Registry.download`` (which verifies as it copies).
 
-The bundle is built completely before anyone sees it, so swapping models is one
-reference assignment (see ``serving.model.TabularPredictor.swap``).
+The version's family (recorded in its manifest) loads the model; a family this
+installation does not know refuses to load with one message naming the version. The
+bundle is built completely before anyone sees it, so swapping models is one reference
+assignment (see ``serving.model.Predictor.swap``).
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from driftloop.errors import IntegrityError, NotFound
-from driftloop.model import TabularModel
-from driftloop.registry import MANIFEST, Registry, VersionRef, sha256
-from driftloop.rules import RULES_FILE, RuleSet, load_rules
-from serving.protocol import Schema
-
-SCHEMA = "schema.json"
+from driftloop.families import FittedModel, get_family
+from driftloop.formats import InputSchema, Manifest, VersionFiles, parse_schema
+from driftloop.registry import Registry, VersionRef, sha256
+from driftloop.rules import RuleSet, load_rules
 
 
 @dataclass(frozen=True)
 class Bundle:
     """Everything one request needs, immutable: a request keeps the bundle it started with."""
 
-    model: TabularModel
-    schema: Schema
+    model: FittedModel
+    schema: InputSchema
     rules: RuleSet | None
     version: int
+    family: str
 
 
-def verify_dir(directory: Path) -> dict:
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / VersionFiles.MANIFEST
+    if not path.is_file():
+        raise NotFound(f"{directory} holds no {VersionFiles.MANIFEST}: not a registry version")
+    manifest: Manifest = Manifest.parse(path.read_bytes(), str(path))
+    return manifest
+
+
+def verify_dir(directory: Path) -> Manifest:
     """The manifest, after checking every file it lists; IntegrityError otherwise."""
-    man_path = directory / MANIFEST
-    if not man_path.is_file():
-        raise NotFound(f"{directory} holds no {MANIFEST}: not a registry version directory")
-    try:
-        manifest = json.loads(man_path.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise IntegrityError(f"{man_path} is not a valid manifest: {e}") from e
-    for name, entry in sorted(files.items()):
+    manifest = read_manifest(directory)
+    for name, entry in sorted(manifest.files.items()):
         path = directory / name
         if not path.is_file():
             raise IntegrityError(
-                f"{path} is listed in {MANIFEST} but missing; re-copy the whole version directory"
+                f"{path} is listed in {VersionFiles.MANIFEST} but missing; "
+                "re-copy the whole version directory"
             )
-        if sha256(path.read_bytes()) != entry["sha256"]:
+        if sha256(path.read_bytes()) != entry.sha256:
             raise IntegrityError(
-                f"{path}: sha256 does not match {MANIFEST}; the copy is "
+                f"{path}: sha256 does not match {VersionFiles.MANIFEST}; the copy is "
                 "corrupt or was modified: refusing to serve it"
             )
     return manifest
 
 
 def load_dir(directory: Path, verify: bool = True) -> Bundle:
-    manifest = verify_dir(directory) if verify else json.loads((directory / MANIFEST).read_text())
-    try:
-        schema = Schema.from_json(json.loads((directory / SCHEMA).read_text()))
-    except FileNotFoundError as e:
-        raise NotFound(f"{directory} has no {SCHEMA}: registered before serving existed?") from e
-    rules_path = directory / RULES_FILE
+    manifest = verify_dir(directory) if verify else read_manifest(directory)
+    where = f"{manifest.model} v{manifest.version}"
+    family = get_family(manifest.family, where)
+    schema_path = directory / VersionFiles.SCHEMA
+    if not schema_path.is_file():
+        raise NotFound(f"{directory} has no {VersionFiles.SCHEMA}: not a servable version")
+    schema = parse_schema(schema_path.read_bytes(), f"{where}/{VersionFiles.SCHEMA}")
+    rules_path = directory / VersionFiles.RULES
     rules = load_rules(rules_path.read_text(), schema.kinds) if rules_path.is_file() else None
-    model = TabularModel.load(directory)  # safetensors + JSON; never pickle
-    if model.features != schema.names:
+    model = family.load(directory)  # the family's safe files; never pickle
+    if model.inputs != schema.names:
         raise IntegrityError(
-            f"{directory}: schema.json features {schema.names} do not match "
-            f"the model's {model.features}"
+            f"{directory}: {VersionFiles.SCHEMA} features {schema.names} do not match "
+            f"the model's {model.inputs}"
         )
-    return Bundle(model, schema, rules, int(manifest.get("version", 0)))
+    return Bundle(model, schema, rules, manifest.version, family.name)
 
 
 def load_from_registry(registry: Registry, ref: VersionRef) -> Bundle:

@@ -18,7 +18,7 @@ from driftloop.store import open_store
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from driftloop.payloads import ENDPOINTS
+    from driftloop.formats import ENDPOINTS
     from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
     s = sub.add_parser("serve", help="serve a registered model with KServe's model server")
@@ -54,7 +54,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
     from serving.artifacts import load_from_registry
-    from serving.model import TabularPredictor
+    from serving.model import Predictor
     from serving.payload_log import emitter_for
     from serving.server import LocalServer
     from serving.watch import AliasWatcher
@@ -64,7 +64,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     name = args.model or _only_model(registry)
     ref = registry.resolve(name, args.version, None if args.version else args.alias)
     emitter = emitter_for(args.logger_url, name, name, "local", args.endpoint)
-    predictor = TabularPredictor(
+    predictor = Predictor(
         name, lambda: load_from_registry(registry, ref), args.max_batch_rows, emitter
     )
     predictor.load()

@@ -1,7 +1,10 @@
-"""The KServe predictor: a thin ``kserve.Model`` over ``TabularModel.predict``.
+"""The KServe predictor: a thin ``kserve.Model`` over ``FittedModel.predict``.
 
-    preprocess   V1 dict / V2 InferRequest -> validated feature columns  (serving.protocol)
-    predict      TabularModel.predict (the one prediction path) + business rules
+The version's family (from its manifest) loads the model; the predictor only decodes,
+predicts and encodes:
+
+    preprocess   V1 dict / V2 InferRequest -> validated input columns  (serving.protocol)
+    predict      FittedModel.predict (the one prediction path) + business rules
     postprocess  V1 dict / V2 InferResponse; queue the payload log pair
 
 Each request takes the current ``Bundle`` once, in ``preprocess``, and carries it to the
@@ -67,7 +70,7 @@ class Scored:
     rules_fired: list[list[str]] | None
 
 
-class TabularPredictor(Model):
+class Predictor(Model):
     def __init__(
         self,
         name: str,
@@ -128,14 +131,15 @@ class TabularPredictor(Model):
         version = batch.bundle.version
         if batch.v2 is None:
             body = protocol.v1_response(self.name, version, scored.pred, scored.rules_fired)
-            self._log(batch.request_id, lambda: (batch.v1_body, body))
+            self._log(batch.request_id, lambda: (batch.v1_body or {}, body))
             return body
         outs = protocol.v2_outputs(scored.pred, scored.rules_fired)
-        rid = batch.request_id
+        rid = batch.request_id or str(uuid.uuid4())
+        v2 = batch.v2
         self._log(
             rid,
             lambda: (
-                protocol.v2_request_json(rid, batch.v2.parameters, batch.v2.inputs),
+                protocol.v2_request_json(rid, v2.parameters, v2.inputs),
                 {
                     "id": rid,
                     "model_name": self.name,

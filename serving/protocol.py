@@ -1,25 +1,25 @@
 """Requests in, responses out: V1 and V2 (Open Inference Protocol) against schema.json.
 
 Plain functions, no server: ``decode_v1`` / ``decode_v2`` turn a decoded request body
-into typed columns for ``TabularModel.predict`` (numeric -> float64 array, categorical ->
+into typed columns for ``FittedModel.predict`` (numeric -> float64 array, categorical ->
 list of str) or raise ``kserve.errors.InvalidInput`` (HTTP 400) with a message naming the field;
 ``v1_response`` / ``v2_outputs`` build the response bodies. Nothing here can raise
 anything else for bad input: kserve turns any other exception into a 500.
 
-    from serving.protocol import Schema, decode_v1
-    decode_v1({"instances": [{...}]}, Schema.from_json(schema_dict), max_rows=1000)
+    from serving.protocol import decode_v1
+    decode_v1({"instances": [{...}]}, schema, max_rows=1000)   # a formats.TabularSchema
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 from kserve.errors import InvalidInput
 
+from driftloop.formats import FeatureSchema, TabularSchema
 from driftloop.preprocess import Columns
 
 NUMERIC_TYPES = frozenset(
@@ -40,49 +40,8 @@ NUMERIC_TYPES = frozenset(
 _MISSING = None  # a JSON null is a missing value: imputed (numeric) or the unknown bucket
 
 
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    kind: str  # "numeric" | "categorical"
-    datatype: str  # V2 datatype the metadata advertises: FP64 or BYTES
-    categories: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Schema:
-    """schema.json (see driftloop.steps.input_schema): the input contract we enforce."""
-
-    model: str
-    task: str
-    features: tuple[Feature, ...]
-    unknown_category: str  # "bucket": unseen categories map to index 0; "reject": a 400
-    classes: tuple[str, ...]
-
-    @classmethod
-    def from_json(cls, d: dict) -> Schema:
-        feats = tuple(
-            Feature(f["name"], f["kind"], f["datatype"], frozenset(f.get("categories") or ()))
-            for f in d["features"]
-        )
-        return cls(
-            d["model"],
-            d["task"],
-            feats,
-            d.get("unknown_category", "bucket"),
-            tuple(d.get("classes") or ()),
-        )
-
-    @property
-    def names(self) -> list[str]:
-        return [f.name for f in self.features]
-
-    @property
-    def kinds(self) -> dict[str, str]:
-        return {f.name: f.kind for f in self.features}
-
-
 # -- values ------------------------------------------------------------------------------
-def _numeric(f: Feature, values: list) -> np.ndarray:
+def _numeric(f: FeatureSchema, values: list) -> np.ndarray:
     out = np.empty(len(values), dtype="float64")
     for i, v in enumerate(values):
         if v is _MISSING:
@@ -102,8 +61,8 @@ def _numeric(f: Feature, values: list) -> np.ndarray:
     return out
 
 
-def _categorical(f: Feature, values: list, reject_unknown: bool) -> list:
-    out = []
+def _categorical(f: FeatureSchema, values: list, reject_unknown: bool) -> list[str | None]:
+    out: list[str | None] = []
     for v in values:
         if v is _MISSING:
             out.append(None)
@@ -123,8 +82,8 @@ def _categorical(f: Feature, values: list, reject_unknown: bool) -> list:
             raise InvalidInput(
                 f"field {f.name!r}: expected a string category, got {type(v).__name__} {_show(v)}"
             )
-        if reject_unknown and s not in f.categories:
-            known = sorted(f.categories)
+        if reject_unknown and s not in f.category_set:
+            known = sorted(f.category_set)
             raise InvalidInput(
                 f"field {f.name!r}: unknown category {_show(s)}; "
                 f"known: {known[:20]}{' ...' if len(known) > 20 else ''}"
@@ -138,7 +97,7 @@ def _show(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def to_columns(columns: dict[str, list], schema: Schema) -> Columns:
+def to_columns(columns: dict[str, list], schema: TabularSchema) -> Columns:
     """Raw values per feature (every feature, equal lengths) -> the model's typed input:
     numeric features a float64 array (NaN = missing), categorical ones a list of str/None.
     No DataFrame: building one would cost more than the whole model on a single row."""
@@ -158,7 +117,7 @@ def _check_rows(n: int, max_rows: int) -> None:
         raise InvalidInput(f"too many rows: {n} > {max_rows} per request; split the batch")
 
 
-def _check_names(given: list[str], schema: Schema, where: str) -> None:
+def _check_names(given: list[str], schema: TabularSchema, where: str) -> None:
     expected = set(schema.names)
     if missing := [n for n in schema.names if n not in given]:
         raise InvalidInput(
@@ -170,7 +129,7 @@ def _check_names(given: list[str], schema: Schema, where: str) -> None:
 
 
 # -- V1 ------------------------------------------------------------------------------------
-def decode_v1(body: Any, schema: Schema, max_rows: int) -> Columns:
+def decode_v1(body: Any, schema: TabularSchema, max_rows: int) -> Columns:
     """``{"instances": [...], "timestamp"?: ISO 8601}`` -> columns. Instances are objects
     keyed by feature name or lists in schema order. ``timestamp`` is the event time (the
     collector logs it); it is checked here and otherwise ignored."""
@@ -251,7 +210,7 @@ def _flatten(data: Any, name: str) -> list:
     return data
 
 
-def decode_v2(inputs: list, parameters: Any, schema: Schema, max_rows: int) -> Columns:
+def decode_v2(inputs: list, parameters: Any, schema: TabularSchema, max_rows: int) -> Columns:
     """One named input per feature column, shape [n] or [n, 1]; numeric features take a
     numeric datatype (FP32, FP64, INT64, ...), categorical features BYTES. The request's
     ``parameters`` may carry ``timestamp`` (ISO 8601, the event time), as V1's body may."""
@@ -297,11 +256,11 @@ def decode_v2(inputs: list, parameters: Any, schema: Schema, max_rows: int) -> C
     return to_columns(columns, schema)
 
 
-def input_types(schema: Schema) -> list[dict]:
+def input_types(schema: TabularSchema) -> list[dict]:
     return [{"name": f.name, "datatype": f.datatype, "shape": [-1]} for f in schema.features]
 
 
-def output_types(schema: Schema, has_rules: bool) -> list[dict]:
+def output_types(schema: TabularSchema, has_rules: bool) -> list[dict]:
     if schema.task == "regression":
         out = [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
     else:

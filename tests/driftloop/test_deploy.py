@@ -10,6 +10,7 @@ from kubernetes.client import Configuration
 from driftloop.cli import main
 from driftloop.deploy import DeployError, connect, deploy, rollback, version_uri
 from driftloop.errors import ConfigError, RegistryError
+from driftloop.formats import Lineage
 from driftloop.registry import Registry, VersionRef
 from tests.fake_kube import FakeKube
 
@@ -30,7 +31,7 @@ def _two_versions(store, tmp_path):
         d = tmp_path / f"v-{tag}"
         d.mkdir()
         (d / "model.safetensors").write_bytes(b"weights-" + tag.encode())
-        reg.register("m", d, {"run_id": tag})
+        reg.register("m", d, Lineage(run_id=tag), "tabular-torch")
     reg.promote("m", 1)
     return reg
 

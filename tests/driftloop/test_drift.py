@@ -23,20 +23,11 @@ from driftloop.drift import (
     save_statistics,
 )
 from driftloop.errors import DataError
+from driftloop.formats import TabularSchema
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = {
-    "model": "toy",
-    "task": "regression",
-    "target": "y",
-    "features": [
-        {"name": "a", "kind": "numeric"},
-        {"name": "b", "kind": "numeric"},
-        {"name": "flag", "kind": "numeric"},  # 0/1: few distinct values -> JS (or Z/chi)
-        {"name": "colour", "kind": "categorical"},
-        {"name": "size", "kind": "categorical"},
-    ],
-}
+# flag is 0/1: few distinct values -> JS (or Z/chi)
+SCHEMA = TabularSchema.of_columns(["a", "b", "flag"], ["colour", "size"], "toy", target="y")
 
 
 def frame(
@@ -204,16 +195,13 @@ def test_report_html_and_quality_on_labelled_rows(tmp_path: Path) -> None:
 
 # -- The bundled bike-sharing data: what the loop's correctness tests rely on -----------
 @pytest.fixture(scope="module")
-def bike() -> tuple[dict, dict, pd.DataFrame]:
+def bike() -> tuple[dict, TabularSchema, pd.DataFrame]:
     from driftloop.data import load_window
     from driftloop.spec import load_spec
 
     spec = load_spec(ROOT / "data" / "bike_sharing.yaml")
     y2011 = load_window(spec, "2011-01-01", "2012-01-01")
-    schema = {
-        "features": [{"name": c, "kind": "numeric"} for c in spec.numeric]
-        + [{"name": c, "kind": "categorical"} for c in spec.categorical]
-    }
+    schema = TabularSchema.of_columns(spec.numeric, spec.categorical, spec.name)
     # Reference: a random half of 2011 (Jan-Dec); held out: the other half.
     idx = np.random.default_rng(0).permutation(len(y2011))
     ref, held = y2011.iloc[idx[: len(idx) // 2]], y2011.iloc[idx[len(idx) // 2 :]]

@@ -2,8 +2,15 @@ import threading
 
 import pytest
 
-from driftloop.errors import IntegrityError, NotFound, RegistryError
+from driftloop.errors import ConfigError, IntegrityError, NotFound, RegistryError
+from driftloop.formats import Aliases, Lineage, Manifest
 from driftloop.registry import Registry, VersionRef
+
+FAMILY = "tabular-torch"
+
+
+def _register(reg: Registry, d, run_id: str = "") -> VersionRef:
+    return reg.register("m", d, Lineage(run_id=run_id), FAMILY)
 
 
 def _version_dir(tmp_path, tag: str):
@@ -16,11 +23,14 @@ def _version_dir(tmp_path, tag: str):
 
 def test_register_writes_manifest_with_sha256_and_commits_last(store, tmp_path):
     reg = Registry(store)
-    ref = reg.register("m", _version_dir(tmp_path, "a"), {"run_id": "r1"})
+    ref = _register(reg, _version_dir(tmp_path, "a"), "r1")
     assert ref == VersionRef("m", 1)
     man = reg.manifest(ref)
-    assert set(man["files"]) == {"model.safetensors", "reference/sample.parquet"}
-    assert man["lineage"] == {"run_id": "r1"}
+    assert set(man.files) == {"model.safetensors", "reference/sample.parquet"}
+    assert man.lineage.run_id == "r1" and man.family == FAMILY
+    # The stored manifest reads back as the same typed object.
+    stored = store.get("models/m/versions/1/manifest.json")
+    assert Manifest.parse(stored, "manifest") == man
     assert reg.read_file(ref, "model.safetensors") == b"weights-a"
     assert reg.versions("m") == [1] and reg.models() == ["m"]
 
@@ -33,23 +43,27 @@ def test_half_written_version_is_invisible_and_not_reused(store, tmp_path):
     assert reg.versions("m") == [] and reg.models() == []
     with pytest.raises(NotFound, match="no committed version 1"):
         reg.manifest(VersionRef("m", 1))
-    assert reg.register("m", _version_dir(tmp_path, "b"), {}).version == 2
+    assert _register(reg, _version_dir(tmp_path, "b")).version == 2
     with pytest.raises(RegistryError, match="not a committed version"):
         reg.promote("m", 1)
 
 
 def test_tampered_file_is_refused(store, tmp_path):
     reg = Registry(store)
-    ref = reg.register("m", _version_dir(tmp_path, "a"), {})
+    ref = _register(reg, _version_dir(tmp_path, "a"))
     store.put(f"{ref.prefix}/model.safetensors", b"evil")
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
         reg.download(ref, tmp_path / "out")
+    # Promotion verifies every file first: a corrupt version never becomes production.
+    with pytest.raises(RegistryError, match="cannot promote m v1: .*sha256 mismatch"):
+        reg.promote("m", 1)
+    assert reg.alias("m", "production") is None
 
 
 def test_promote_and_rollback_are_single_alias_moves(store, tmp_path):
     reg = Registry(store)
     for tag in "abc":
-        reg.register("m", _version_dir(tmp_path, tag), {})
+        _register(reg, _version_dir(tmp_path, tag))
     with pytest.raises(RegistryError, match="no previous version"):
         reg.rollback("m")
     reg.promote("m", 1)
@@ -60,18 +74,41 @@ def test_promote_and_rollback_are_single_alias_moves(store, tmp_path):
     assert reg.resolve("m").version == 1
     with pytest.raises(NotFound, match="no 'production' alias"):
         reg.resolve("other")
+    # Both pointers live in one object: one write moves them together.
+    both = Aliases.parse(store.get("models/m/aliases.json"), "aliases")
+    assert (both.production.version, both.previous.version) == (1, 3)
+    assert [k for k in store.list("models/m") if "alias" in k] == ["models/m/aliases.json"]
 
 
 def test_concurrent_registrations_get_distinct_versions(store, tmp_path):
     reg = Registry(store)
     dirs = [_version_dir(tmp_path, str(i)) for i in range(4)]
     refs: list[VersionRef] = []
-    threads = [
-        threading.Thread(target=lambda d=d: refs.append(reg.register("m", d, {}))) for d in dirs
-    ]
+    threads = [threading.Thread(target=lambda d=d: refs.append(_register(reg, d))) for d in dirs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert sorted(r.version for r in refs) == [1, 2, 3, 4]
     assert reg.versions("m") == [1, 2, 3, 4]
+
+
+def test_a_version_of_an_unknown_family_is_never_promoted(store, tmp_path):
+    reg = Registry(store)
+    reg.register("m", _version_dir(tmp_path, "a"), Lineage(), "gbdt-from-the-future")
+    with pytest.raises(ConfigError, match="m v1: unknown model family 'gbdt-from-the-future'"):
+        reg.promote("m", 1)
+    assert reg.alias("m", "production") is None
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/abs/file", "a/../../b", "a\\b", "./x"])
+def test_a_manifest_naming_a_file_outside_the_version_is_refused(store, tmp_path, name):
+    reg = Registry(store)
+    ref = _register(reg, _version_dir(tmp_path, "a"))
+    key = f"{ref.prefix}/manifest.json"
+    man = store.get_json(key)
+    man["files"][name] = man["files"].pop("model.safetensors")
+    store.put_json(key, man)
+    with pytest.raises(IntegrityError, match="not a relative, normalised path"):
+        reg.download(ref, tmp_path / "out")
+    assert not (tmp_path / "etc").exists() and not list((tmp_path).glob("out/**/passwd"))

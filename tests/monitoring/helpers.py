@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from driftloop.formats import FeatureSchema, Lineage, TabularSchema, VersionFiles
 from driftloop.registry import Registry, VersionRef
 from driftloop.settings import Settings
 from driftloop.store import Store
@@ -21,12 +22,15 @@ from tests.conftest import ROOT, free_port
 
 REQ = "org.kubeflow.serving.inference.request"
 RESP = "org.kubeflow.serving.inference.response"
-SCHEMA = {
-    "features": [
-        {"name": "temp", "kind": "numeric", "datatype": "FP64"},
-        {"name": "season", "kind": "categorical", "datatype": "BYTES"},
-    ]
-}
+SCHEMA = TabularSchema(
+    model="bike",
+    task="regression",
+    target="cnt",
+    features=[
+        FeatureSchema(name="temp", kind="numeric", datatype="FP64"),
+        FeatureSchema(name="season", kind="categorical", datatype="BYTES"),
+    ],
+)
 
 
 def headers(ce_type: str, rid: str, endpoint: str = "default", **extra: str) -> dict[str, str]:
@@ -70,8 +74,8 @@ def register_fake(store: Store, tmp: Path, model: str = "bike") -> VersionRef:
     """A committed version that only has a schema.json: enough for the collector."""
     src = tmp / f"{model}-version"
     src.mkdir(parents=True, exist_ok=True)
-    (src / "schema.json").write_text(json.dumps(SCHEMA))
-    return Registry(store).register(model, src, {"note": "test fake"})
+    (src / VersionFiles.SCHEMA).write_bytes(SCHEMA.model_copy(update={"model": model}).dump())
+    return Registry(store).register(model, src, Lineage(run_id="test fake"), "tabular-torch")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

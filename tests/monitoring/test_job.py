@@ -1,7 +1,6 @@
 """The drift job on real bike-sharing traffic: quiet on in-distribution data, triggering
 exactly once on 2012 against the 2011 model, and refusing garbage with a clear error."""
 
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -10,19 +9,38 @@ import pytest
 
 from driftloop.data import TIME, load_window, split_by_time
 from driftloop.errors import DataError
+from driftloop.formats import (
+    WINDOW_SUMMARY,
+    VersionFiles,
+    WindowRecord,
+    parse_schema,
+    window_prefix,
+)
 from driftloop.monitor import run_window
 from driftloop.payloads import write_log_frame
 from driftloop.policy import DriftPolicy
 from driftloop.registry import Registry
 from driftloop.settings import load_settings
 from driftloop.spec import load_spec
-from driftloop.steps import run_inprocess
+from driftloop.steps import load_version, run_inprocess
 from driftloop.store import open_store
 from tests.conftest import ROOT
 from tests.driftloop.test_trigger import FakeKfp
 
 # The trial the pipeline's 4-trial search selects on 2011 (one trial keeps this fast).
-FAST = [{"hidden": 128, "layers": 2, "dropout": 0.0, "lr": 0.004, "batch_size": 512, "seed": 2}]
+FAST = [
+    {
+        "family": "tabular-torch",
+        "params": {
+            "hidden": 128,
+            "layers": 2,
+            "dropout": 0.0,
+            "lr": 0.004,
+            "batch_size": 512,
+            "seed": 2,
+        },
+    }
+]
 MODEL = "bike-sharing"
 
 
@@ -33,11 +51,8 @@ def served(tmp_path_factory):
     spec = load_spec(ROOT / "data" / "bike_sharing.yaml")
     ref, decision = run_inprocess(spec, store, "2011-01-01", "2012-01-01", FAST)
     assert ref is not None, decision.summary
-    schema = json.loads(Registry(store).read_file(ref, "schema.json"))
-    model_dir = tmp_path_factory.mktemp("model")
-    from driftloop.model import TabularModel
-
-    model = TabularModel.load(Registry(store).download(ref, model_dir))
+    schema = parse_schema(Registry(store).read_file(ref, VersionFiles.SCHEMA), "schema")
+    model = load_version(Registry(store), ref)
     return store, spec, schema, model
 
 
@@ -109,8 +124,9 @@ def test_2012_traffic_triggers_in_its_first_full_window_exactly_once(served, tmp
     )
     assert first.quality["rows"] == 336
     assert first.quality["rmse"] == pytest.approx(expected, rel=1e-6)
-    summary = store.get_json(f"monitoring/{MODEL}/windows/{first.window_id}/summary.json")
-    assert summary["trigger_id"] == first.trigger_id
+    key = f"{window_prefix(MODEL, first.window_id)}/{WINDOW_SUMMARY}"
+    assert WindowRecord.parse(store.get(key), key) == first
+    assert first.trigger_id is not None
     assert store.exists(first.report_key)
     assert len(kfp.runs) == 1
     # The next window drifts too, but a run is in flight: no second run.
@@ -143,7 +159,9 @@ def test_garbage_windows_are_clear_errors(served, tmp_path):
     with pytest.raises(DataError, match="empty window: no logged requests"):
         one_day(2040)
     # Logs whose columns do not match the version's schema.
-    bad_schema = {**schema, "features": [f for f in schema["features"] if f["name"] != "hum"]}
+    bad_schema = schema.model_copy(
+        update={"features": [f for f in schema.features if f.name != "hum"]}
+    )
     rows = load_window(spec, "2011-03-01", "2011-03-10").drop(columns=["hum"])
     rows["prediction"] = 1.0
     rows[TIME] = datetime(2041, 1, 1)
@@ -183,7 +201,5 @@ def test_drift_component_writes_the_report_as_a_kfp_html_artifact(served, tmp_pa
     assert task.outputs["metrics"].metadata["rows"] == len(feb)
     assert task.outputs["metrics"].metadata["drifted_share"] >= 0.5  # 2012 vs 2011 drifts
     # Its bool is the job's recorded decision (which depends on earlier triggers in flight).
-    summary = store.get_json(
-        f"monitoring/{MODEL}/windows/default-20120201T0000-20120215T0000/summary.json"
-    )
-    assert task.outputs["Output"] is summary["trigger"]
+    key = f"{window_prefix(MODEL, 'default-20120201T0000-20120215T0000')}/{WINDOW_SUMMARY}"
+    assert task.outputs["Output"] is WindowRecord.parse(store.get(key), key).trigger

@@ -5,16 +5,18 @@ Parquet row carrying its prediction; then a promotion hot-swaps the served model
 import numpy as np
 import pytest
 
-from driftloop import demo, steps
+from driftloop import steps
 from driftloop.data import load_window
+from driftloop.formats import Lineage
 from driftloop.payloads import read_labels, read_logs
 from driftloop.registry import Registry
 from driftloop.settings import load_settings
 from driftloop.spec import load_spec
 from driftloop.store import open_store
+from replay import demo
 from tests.conftest import ROOT
 
-TRIAL = [{"hidden": 64, "layers": 2, "max_epochs": 5, "patience": 2}]
+TRIAL = {"family": "tabular-torch", "params": {"hidden": 64, "layers": 2, "max_epochs": 5}}
 
 
 @pytest.fixture
@@ -31,9 +33,9 @@ def _register(store, spec, tmp, start, end):
     steps.split(
         tmp / "data.parquet", spec, tmp / "train.parquet", tmp / "val.parquet", tmp / "test.parquet"
     )
-    steps.train_trial(tmp / "train.parquet", tmp / "val.parquet", spec, TRIAL[0], tmp / "m")
+    steps.train_trial(tmp / "train.parquet", tmp / "val.parquet", spec, TRIAL, tmp / "m")
     return steps.register(
-        tmp / "m", tmp / "train.parquet", tmp / "test.parquet", spec, store, {}, promote=True
+        tmp / "m", tmp / "train.parquet", tmp / "test.parquet", spec, store, Lineage(), promote=True
     )
 
 

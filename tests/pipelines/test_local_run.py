@@ -11,7 +11,17 @@ from pipelines.run import RunRequest, run_local
 from tests.toy import toy_frame, write_toy
 
 FAST = [
-    {"max_epochs": 40, "patience": 6, "hidden": 64, "layers": 2, "lr": 0.004, "seed": s}
+    {
+        "family": "tabular-torch",
+        "params": {
+            "max_epochs": 40,
+            "patience": 6,
+            "hidden": 64,
+            "layers": 2,
+            "lr": 0.004,
+            "seed": s,
+        },
+    }
     for s in (0, 1)
 ]
 
@@ -37,11 +47,12 @@ def test_pipeline_trains_gates_registers_then_gate_protects_the_champion(toy_sto
         "metrics.json",
         "card.md",
         "reference/sample.parquet",
-    } <= set(man["files"])
-    lineage = man["lineage"]
-    assert lineage["window"] == {"start": "", "end": "2020-02-01"}
-    assert len(lineage["dataset_sha256"]) == 64 and lineage["run_id"]
-    assert lineage["evaluation"]["gate"].startswith("PASS")
+    } <= set(man.files)
+    assert man.family == "tabular-torch"
+    lineage = man.lineage
+    assert (lineage.window.start, lineage.window.end) == ("", "2020-02-01")
+    assert len(lineage.dataset_sha256) == 64 and lineage.run_id
+    assert lineage.evaluation.gate.startswith("PASS")
 
     # A challenger that must beat the champion by 90 % cannot: nothing new registered.
     strict = RunRequest(

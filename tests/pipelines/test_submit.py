@@ -3,8 +3,10 @@
 import pytest
 
 from driftloop import __version__
+from driftloop.formats import TriggerRecord
 from driftloop.spec import load_spec
-from driftloop.trigger import KfpBackend, Trigger, TriggerLog, fire, trigger_id
+from driftloop.trigger import TriggerLog, fire, trigger_id
+from monitoring.backends import KfpBackend
 from pipelines.run import RunRequest, submit
 from tests.conftest import ROOT
 from tests.fake_kfp import FakeKfp
@@ -41,7 +43,7 @@ def test_submit_uploads_the_release_once_and_runs_that_version(kfp_api):
 def test_kfp_backend_names_the_run_after_the_trigger_and_never_starts_it_twice(kfp_api, store):
     backend = KfpBackend(host=kfp_api.host, spec_path=str(SPEC), store_uri=store.uri)
     log = TriggerLog(store, "bike-sharing")
-    trig = Trigger(
+    trig = TriggerRecord(
         id=trigger_id("bike-sharing", "2012-02-01"),
         model="bike-sharing",
         version=1,

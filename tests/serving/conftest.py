@@ -16,21 +16,21 @@ import pandas as pd
 import pytest
 
 from driftloop.data import load_window, split_by_time
+from driftloop.formats import Lineage
 from driftloop.ports import free_port
 from driftloop.registry import Registry, VersionRef
 from driftloop.spec import DatasetSpec, load_spec
-from driftloop.steps import register
+from driftloop.steps import register, train_trial
 from driftloop.store import LocalStore
-from driftloop.train import train_model
 from serving.artifacts import load_dir, load_from_registry
-from serving.model import TabularPredictor
+from serving.model import Predictor
 from serving.payload_log import LoggerConfig, PayloadEmitter
 from serving.server import LocalServer
 from serving.watch import AliasWatcher
 from tests.conftest import ROOT
 
 HERE = Path(__file__).parent
-QUICK = {"max_epochs": 2, "hidden": 32, "layers": 1}
+QUICK = {"family": "tabular-torch", "params": {"max_epochs": 2, "hidden": 32, "layers": 1}}
 # kserve 0.21 returns fastapi's ORJSONResponse, which fastapi >= 0.120 deprecates with a
 # UserWarning (not a DeprecationWarning, so pyproject's kserve filter misses it).
 KSERVE_WARNING = "ignore:ORJSONResponse is deprecated:UserWarning"
@@ -57,11 +57,12 @@ class Trained:
 def train_and_register(spec: DatasetSpec, start: str, end: str, root: Path) -> Trained:
     s = split_by_time(load_window(spec, start, end), spec)
     model_dir, train_p, test_p = root / "model", root / "train.parquet", root / "test.parquet"
-    train_model(s, spec, QUICK).model.save(model_dir)
     s.train.to_parquet(train_p, index=False)
+    s.validation.to_parquet(root / "validation.parquet", index=False)
     s.test.to_parquet(test_p, index=False)
+    train_trial(train_p, root / "validation.parquet", spec, QUICK, model_dir)
     store = LocalStore(root / "store")
-    ref = register(model_dir, train_p, test_p, spec, store, lineage={}, promote=True)
+    ref = register(model_dir, train_p, test_p, spec, store, Lineage(), promote=True)
     registry = Registry(store)
     version_dir = registry.download(ref, root / "mnt-models")
     return Trained(spec, store, registry, s.test, version_dir, model_dir, train_p, test_p)
@@ -136,17 +137,15 @@ def server(
         )
 
     predictors = [
-        TabularPredictor("bike", lambda: load_dir(bike.dir)),
-        TabularPredictor("bank", lambda: load_dir(bank.dir), max_batch_rows=50),
-        TabularPredictor(
-            "bike-deadlog", lambda: load_dir(bike.dir), emitter=logger(dead, "bike-deadlog")
-        ),
-        TabularPredictor(
+        Predictor("bike", lambda: load_dir(bike.dir)),
+        Predictor("bank", lambda: load_dir(bank.dir), max_batch_rows=50),
+        Predictor("bike-deadlog", lambda: load_dir(bike.dir), emitter=logger(dead, "bike-deadlog")),
+        Predictor(
             "bike-logged", lambda: load_dir(bike.dir), emitter=logger(receiver.url, "bike-logged")
         ),
     ]
     ref = watch.registry.resolve(watch.spec.name)
-    watched = TabularPredictor("bike-watch", lambda: load_from_registry(watch.registry, ref))
+    watched = Predictor("bike-watch", lambda: load_from_registry(watch.registry, ref))
     predictors.append(watched)
     srv = LocalServer(predictors, port=free_port())
     watcher = AliasWatcher(

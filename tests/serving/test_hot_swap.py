@@ -7,7 +7,9 @@ import time
 
 import httpx
 
+from driftloop.formats import Lineage
 from driftloop.steps import register
+from tests.conftest import wait_for
 from tests.serving.conftest import Served, rows
 
 
@@ -26,16 +28,13 @@ def test_promotion_swaps_without_failures(server: Served) -> None:
 
     t = threading.Thread(target=fire)
     t.start()
-    time.sleep(0.3)
-    ref = register(
-        w.model_dir, w.train_path, w.test_path, w.spec, w.store, lineage={}, promote=False
-    )
+    assert wait_for(lambda: len(results) >= 5)  # v1 is answering
+    ref = register(w.model_dir, w.train_path, w.test_path, w.spec, w.store, Lineage(), False)
     assert ref.version == 2
     w.registry.promote(w.spec.name, ref.version, reason="test")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not any(v == "2" for _, v in results[-5:]):
-        time.sleep(0.05)
-    time.sleep(0.2)
+    assert wait_for(lambda: any(v == "2" for _, v in results[-5:]), timeout=15)
+    swapped = len(results)
+    assert wait_for(lambda: len(results) >= swapped + 5)  # and keeps answering after it
     stop.set()
     t.join()
     assert results and all(code == 200 for code, _ in results)

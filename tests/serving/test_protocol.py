@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from kserve.errors import InvalidInput
 
-from serving.protocol import Schema, decode_v1, v1_response
+from driftloop.formats import TabularSchema
+from serving.protocol import decode_v1, v1_response
 
-SCHEMA = Schema.from_json(
+SCHEMA = TabularSchema.model_validate(
     {
         "model": "m",
         "task": "regression",
+        "target": "y",
         "unknown_category": "bucket",
         "classes": [],
         "features": [

@@ -8,13 +8,13 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from driftloop.model import TabularModel
+from driftloop.families import load_model
 from tests.serving.conftest import Trained, rows
 
 
 def offline(trained: Trained, instances: list[dict]) -> dict[str, np.ndarray]:
-    """TabularModel.predict on the same rows, from the registered files."""
-    return TabularModel.load(trained.dir).predict(pd.DataFrame(instances))
+    """FittedModel.predict on the same rows, from the registered files."""
+    return load_model(trained.dir, "tabular-torch").predict(pd.DataFrame(instances))
 
 
 def v2_body(trained: Trained, instances: list[dict]) -> dict:

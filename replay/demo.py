@@ -1,4 +1,4 @@
-"""``make demo``: the whole loop on one machine, on bike sharing.
+"""``make demo`` (``python -m replay.demo``): the whole loop on one machine, on bike sharing.
 
 1. train, gate and register a model on 2011 with the real pipeline (kfp.local);
 2. serve it with the real predictor (``driftloop serve``, following the production alias)
@@ -17,7 +17,7 @@ stopped on exit or Ctrl-C.
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import shutil
 import signal
@@ -33,17 +33,20 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from driftloop.dashboard import WindowRow, dashboard, plot, table
+from driftloop import entrypoint
 from driftloop.data import TIME, load_window
 from driftloop.errors import DriftloopError
+from driftloop.formats import VersionFiles, VersionMetrics
 from driftloop.monitor import run_window
 from driftloop.policy import load_policy
 from driftloop.ports import free_port
 from driftloop.registry import Registry, VersionRef
-from driftloop.settings import load_settings
+from driftloop.settings import Settings, load_settings
 from driftloop.spec import load_spec
 from driftloop.store import open_store
-from driftloop.trigger import LocalBackend, TriggerLog
+from driftloop.trigger import TriggerLog
+from monitoring.backends import LocalBackend
+from replay.dashboard import WindowRow, dashboard, plot, table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_STORE = ROOT / ".driftloop" / "demo"
@@ -200,7 +203,7 @@ class Replay:
         raise DriftloopError(f"the server did not swap to v{version} in time")
 
 
-def main() -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.run import RunRequest, run_local
 
     t0 = time.perf_counter()
@@ -299,21 +302,21 @@ def _window(store, registry, policy, backend, replay, served, start, end) -> Win
 
 
 def _print_metrics(registry: Registry, version: int) -> None:
-    metrics = json.loads(registry.read_file(VersionRef(MODEL, version), "metrics.json"))
+    ref = VersionRef(MODEL, version)
+    metrics = VersionMetrics.parse(registry.read_file(ref, VersionFiles.METRICS), str(ref))
     print(f"registered {MODEL} v{version} -> production")
     print(f"{'model':22s} {'RMSE':>8s} {'MAE':>8s} {'R2':>7s}   (test window, late 2011)")
-    for name, m in [("torch (driftloop)", metrics["test"])] + [
-        (f"baseline: {n}", m) for n, m in sorted(metrics["baselines"].items())
+    for name, m in [("torch (driftloop)", metrics.test)] + [
+        (f"baseline: {n}", m) for n, m in sorted(metrics.baselines.items())
     ]:
         print(f"{name:22s} {m['rmse']:8.2f} {m['mae']:8.2f} {m['r2']:7.3f}")
 
 
+def main(argv: list[str] | None = None) -> int:
+    return entrypoint.main(
+        "python -m replay.demo", __doc__.split("\n")[0], lambda p: None, run, argv
+    )
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DriftloopError as e:
-        print(f"driftloop demo: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("\ninterrupted; services stopped", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(main())

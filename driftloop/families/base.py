@@ -1,0 +1,165 @@
+"""The model-family interface: what every part of driftloop needs of a kind of model.
+
+    part                   calls
+    pipeline: train        family.sample_trials / parse_params / train -> TrainResult
+    pipeline: evaluate     model.predict on the test window (driftloop.metrics.scores)
+    pipeline: register     model.save, model.input_schema, family.reference
+    gate                   family.load(champion files).predict on the same window
+    predictor              family.load(version dir), model.input_schema's contract, predict
+    drift job              family.drift (per window), family.report (Evidently HTML)
+
+``FittedModel.predict`` is the one prediction path: pipeline evaluation, the gate, the
+predictor, the drift reference and batch scoring all call it on decoded inputs (a
+DataFrame, or a mapping of column name to values), so served predictions equal offline
+ones. Its output is a dict of numpy arrays keyed by what the task predicts:
+
+    regression   {"value"}
+    binary       {"probability" of the positive class, "label"}
+    multiclass   {"probabilities" [n, k], "probability" of the chosen class, "label"}
+
+Saving writes exactly ``family.files`` into a directory, in safe formats (safetensors,
+JSON, a library's native text format; never pickle); the registry checksums them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from driftloop.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from driftloop.data import Splits
+    from driftloop.drift import DriftResult, Source
+    from driftloop.formats import InputSchema
+    from driftloop.preprocess import Columns
+    from driftloop.spec import DatasetSpec
+
+Prediction = dict[str, np.ndarray]
+
+
+class FittedModel(ABC):
+    """A trained model of one family: predicts, saves itself, states its input contract."""
+
+    family: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def inputs(self) -> list[str]:
+        """The names of the inputs the model reads, in the order its schema lists them."""
+
+    @abstractmethod
+    def predict(self, inputs: Columns) -> Prediction:
+        """Predictions for rows of raw inputs (see the module docstring for the keys)."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write ``family.files`` into ``directory``."""
+
+    @abstractmethod
+    def input_schema(self, spec: DatasetSpec) -> InputSchema:
+        """The input contract the predictor enforces and V2 metadata advertises."""
+
+
+@dataclass
+class TrainResult:
+    model: FittedModel
+    validation: dict[str, float]  # the spec's task metrics on the validation split
+    epochs: int | None  # None for families that do not train in epochs
+    params: dict[str, Any] = field(default_factory=dict)  # the full, parsed parameters
+
+
+class ModelFamily(ABC):
+    """One kind of model. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]  # e.g. "tabular-torch"; the module is families/tabular_torch.py
+    tasks: ClassVar[frozenset[str]]  # spec tasks it can learn
+    files: ClassVar[tuple[str, ...]]  # what FittedModel.save writes
+    # The declared search space: random search draws each listed parameter from its list;
+    # unlisted parameters keep their defaults.
+    search_space: ClassVar[dict[str, list[Any]]] = {}
+
+    # -- training -----------------------------------------------------------------------
+    @abstractmethod
+    def default_params(self) -> dict[str, Any]:
+        """A sound single trial."""
+
+    def parse_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``params``; unknown names are a ConfigError. Values that
+        crossed KFP arrive as floats (protobuf Struct): ints are restored by the default's
+        type."""
+        defaults = self.default_params()
+        if unknown := sorted(set(params) - set(defaults)):
+            raise ConfigError(
+                f"{self.name}: unknown parameter(s) {unknown}; known: {sorted(defaults)}"
+            )
+        out = dict(defaults)
+        for k, v in params.items():
+            kind = type(defaults[k])
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+            if kind is bool:
+                ok = isinstance(v, bool) or v in (0, 1)
+            elif kind is int:
+                ok = ok and float(v).is_integer()
+            elif kind is not float:
+                ok = True
+            if not ok:
+                raise ConfigError(f"{self.name}: parameter {k}={v!r} is not a {kind.__name__}")
+            out[k] = kind(v) if kind in (int, float, bool) else v
+        return out
+
+    def sample_trials(self, n: int, seed: int = 0) -> list[dict[str, Any]]:
+        """``n`` parameter sets; the first is always the defaults (a known-good anchor)."""
+        rng = np.random.default_rng(seed)
+        trials = [{**self.default_params(), **self._seeded(seed)}]
+        while len(trials) < n:
+            drawn = {k: v[int(rng.integers(len(v)))] for k, v in self.search_space.items()}
+            trials.append({**self.default_params(), **drawn, **self._seeded(seed + len(trials))})
+        return trials[:n]
+
+    def _seeded(self, seed: int) -> dict[str, Any]:
+        return {"seed": seed} if "seed" in self.default_params() else {}
+
+    def check_task(self, spec: DatasetSpec) -> None:
+        if spec.task not in self.tasks:
+            raise ConfigError(
+                f"model family {self.name} cannot learn a {spec.task} task "
+                f"(it learns {sorted(self.tasks)})"
+            )
+
+    @abstractmethod
+    def train(self, splits: Splits, spec: DatasetSpec, params: dict[str, Any]) -> TrainResult:
+        """Fit on ``splits.train``, select on ``splits.validation`` (never ``test``)."""
+
+    @abstractmethod
+    def load(self, directory: Path) -> FittedModel:
+        """The model ``FittedModel.save`` wrote into ``directory``."""
+
+    # -- monitoring -------------------------------------------------------------------------
+    @abstractmethod
+    def reference(
+        self, model: FittedModel, train: pd.DataFrame, spec: DatasetSpec, schema: InputSchema
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """At registration: the drift reference sample (training rows with the model's
+        predictions) and its precomputed statistics."""
+
+    @abstractmethod
+    def drift(self, stats: dict[str, Any], window: Source, schema: InputSchema) -> DriftResult:
+        """Per window: drift of the logged inputs and predictions against ``stats``."""
+
+    @abstractmethod
+    def report(
+        self,
+        reference: pd.DataFrame,
+        window: Source,
+        schema: InputSchema,
+        html_path: Path,
+        sample_rows: int,
+    ) -> dict[str, Any]:
+        """Per window: the Evidently report (HTML) and quality on labelled rows."""

@@ -1,0 +1,462 @@
+"""Every format driftloop keeps in the store, typed, in one module.
+
+The store is the contract between the parts (pipeline steps, predictor, collector, drift
+job), so each object it holds has exactly one definition here: its key, its file name and
+a pydantic model that writes it and reads it back. Nothing else in driftloop spells a
+store key or parses one of these JSON documents by hand.
+
+Layout (``models/<model>/...``, ``logs/...``, ``labels/...``, ``monitoring/<model>/...``)::
+
+    models/<m>/versions/<n>/        VersionFiles: immutable once COMMITTED exists
+        manifest.json               Manifest: family, sha256 of every file, lineage
+        schema.json                 InputSchema: the input contract the predictor enforces
+        metrics.json                VersionMetrics: test metrics, baselines, champion, gate
+        <family files>              e.g. model.safetensors, preprocessor.json (the family's)
+    models/<m>/aliases.json         Aliases: production and previous, one atomic object
+    logs/<m>/v<n>/<endpoint>/date=YYYY-MM-DD/<uuid>.parquet    LOG_FIELDS (payloads.py)
+    labels/<m>/date=YYYY-MM-DD/<uuid>.parquet                 LABEL_FIELDS
+    monitoring/<m>/windows/<endpoint>-<start>-<end>/summary.json   WindowRecord
+    monitoring/<m>/triggers/<id>.json                              TriggerRecord
+    monitoring/<m>/leases/<n>.json, <n>.done                       Lease
+
+Versions written by driftloop 0.1.0 still load: their manifest names no family (all were
+``tabular-torch``), their schema no kind (all were tabular) and their aliases were two
+objects (``aliases/production.json``, ``aliases/previous.json``); see ``Aliases.migrate``.
+``tests/fixtures/store-0.1.0`` is such a store, written by that release.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import uuid
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from driftloop.errors import IntegrityError
+
+# Families of versions written before the registry recorded one: the only one there was.
+LEGACY_FAMILY = "tabular-torch"
+
+
+class _Format(BaseModel):
+    """Strict: a key we do not know is a format we do not understand."""
+
+    # NaN metrics (ROC-AUC of a one-class window) are written as NaN, not null.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+    @classmethod
+    def parse(cls, data: bytes | str | dict, where: str) -> Any:
+        """Read one stored document; a malformed one is an IntegrityError naming ``where``."""
+        try:
+            if isinstance(data, dict):
+                return cls.model_validate(data)
+            return cls.model_validate_json(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise IntegrityError(
+                f"{where} is not a valid {cls.__name__}: {loc}: {first['msg']}"
+            ) from e
+
+    def dump(self) -> bytes:
+        return self.model_dump_json(indent=2).encode()
+
+
+# -- keys ---------------------------------------------------------------------------------
+class VersionFiles:
+    """File names inside a version directory that every family shares. Families declare
+    their own model files (``ModelFamily.files``)."""
+
+    MANIFEST = "manifest.json"
+    COMMITTED = "COMMITTED"  # written last: a version without it does not exist
+    CLAIM = "CLAIM"  # exclusive create: allocates the version number to one writer
+    SCHEMA = "schema.json"
+    METRICS = "metrics.json"
+    CARD = "card.md"
+    RULES = "rules.yaml"
+    DATASET = "dataset.yaml"  # the spec it was trained from: retraining starts from it
+    REFERENCE_SAMPLE = "reference/sample.parquet"  # training rows + predictions, for drift
+    REFERENCE_STATS = "reference/stats.json"  # their statistics, precomputed for drift
+
+
+def version_prefix(model: str, version: int) -> str:
+    return f"models/{model}/versions/{version}"
+
+
+def versions_prefix(model: str) -> str:
+    return f"models/{model}/versions"
+
+
+def aliases_key(model: str) -> str:
+    return f"models/{model}/aliases.json"
+
+
+def legacy_alias_key(model: str, name: str) -> str:
+    """Where driftloop 0.1.0 kept one alias per object (read for migration only)."""
+    return f"models/{model}/aliases/{name}.json"
+
+
+def monitoring_prefix(model: str) -> str:
+    return f"monitoring/{model}"
+
+
+def window_prefix(model: str, window_id: str) -> str:
+    return f"monitoring/{model}/windows/{window_id}"
+
+
+def windows_prefix(model: str) -> str:
+    return f"monitoring/{model}/windows"
+
+
+WINDOW_SUMMARY = "summary.json"
+WINDOW_REPORT = "report.html"
+
+
+def window_id(endpoint: str, start: datetime, end: datetime) -> str:
+    """``<endpoint>-<start>-<end>`` to the minute: sorts by time within an endpoint."""
+    return f"{endpoint}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
+
+
+_WINDOW_ID = re.compile(r"^(?P<endpoint>.+)-(?P<start>\d{8}T\d{4})-(?P<end>\d{8}T\d{4})$")
+
+
+def parse_window_id(wid: str) -> tuple[str, datetime, datetime] | None:
+    """(endpoint, start, end) of a window id; None if it is not one."""
+    m = _WINDOW_ID.match(wid)
+    if m is None:
+        return None
+    fmt = "%Y%m%dT%H%M"
+    return (
+        m["endpoint"],
+        datetime.strptime(m["start"], fmt),
+        datetime.strptime(m["end"], fmt),
+    )
+
+
+def trigger_key(model: str, trigger_id: str) -> str:
+    return f"monitoring/{model}/triggers/{trigger_id}.json"
+
+
+def triggers_prefix(model: str) -> str:
+    return f"monitoring/{model}/triggers"
+
+
+def leases_prefix(model: str) -> str:
+    return f"monitoring/{model}/leases"
+
+
+def lease_key(model: str, generation: int, done: bool = False) -> str:
+    return f"monitoring/{model}/leases/{generation:08d}.{'done' if done else 'json'}"
+
+
+# -- a version: manifest, schema, metrics ---------------------------------------------------
+class FileEntry(_Format):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+def safe_relative(name: str) -> str:
+    """A file name inside a version directory: relative, normalised, no ``..``; anything
+    else would let a manifest write outside the directory it is downloaded to."""
+    if (
+        not name
+        or "\\" in name
+        or "\x00" in name
+        or name.startswith("/")
+        or posixpath.normpath(name) != name
+        or name.split("/")[0] == ".."
+    ):
+        raise ValueError(f"file name {name!r} is not a relative, normalised path")
+    return name
+
+
+class TimeWindow(_Format):
+    """A half-open interval ``[start, end)``; either side may be open ("")."""
+
+    start: str = ""
+    end: str = ""
+
+
+class Evaluation(_Format):
+    baselines: dict[str, dict[str, float]] = {}
+    champion: dict[str, Any] | None = None
+    gate: str = ""
+
+
+class Lineage(_Format):
+    """Where a version came from: data, window, code, run and the trigger it answers."""
+
+    window: TimeWindow = TimeWindow()
+    dataset_sha256: str = ""
+    run_id: str = ""
+    trigger_id: str = ""
+    evaluation: Evaluation = Evaluation()
+    params: dict[str, Any] = {}
+    epochs: int | None = None
+    code_version: str = ""
+    dataset: str = ""
+    train_rows: int | None = None
+
+
+class Manifest(_Format):
+    model: str
+    version: int = Field(ge=1)
+    created: str
+    family: str = LEGACY_FAMILY
+    files: dict[str, FileEntry]
+    lineage: Lineage = Lineage()
+
+    @field_validator("files")
+    @classmethod
+    def _relative_names(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        for name in files:
+            safe_relative(name)
+        return files
+
+
+class FeatureSchema(_Format):
+    name: str
+    kind: Literal["numeric", "categorical"]
+    datatype: str  # the V2 datatype the metadata advertises: FP64 or BYTES
+    categories: list[str] | None = None  # categorical: the values seen in training
+    _category_set: frozenset[str] | None = PrivateAttr(default=None)
+
+    @property
+    def category_set(self) -> frozenset[str]:
+        """``categories`` as a set, built once (the predictor checks membership per value)."""
+        if self._category_set is None:
+            self._category_set = frozenset(self.categories or ())
+        return self._category_set
+
+
+class TabularSchema(_Format):
+    """The input contract of a tabular model: one named column per feature."""
+
+    kind: Literal["tabular"] = "tabular"
+    model: str
+    task: Literal["regression", "binary", "multiclass"]
+    target: str
+    features: list[FeatureSchema]
+    unknown_category: Literal["bucket", "reject"] = "bucket"
+    classes: list[str] = []
+    positive_label: str | None = None
+    threshold: float = 0.5
+
+    @classmethod
+    def of_columns(
+        cls,
+        numeric: list[str],
+        categorical: list[str],
+        model: str = "model",
+        task: Literal["regression", "binary", "multiclass"] = "regression",
+        target: str = "target",
+    ) -> TabularSchema:
+        """A schema naming only columns and their kinds (drift on a bare frame)."""
+        feats = [FeatureSchema(name=c, kind="numeric", datatype="FP64") for c in numeric]
+        feats += [FeatureSchema(name=c, kind="categorical", datatype="BYTES") for c in categorical]
+        return cls(model=model, task=task, target=target, features=feats)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {f.name: f.kind for f in self.features}
+
+
+# The input schema of any family; a discriminated union on ``kind`` as families of other
+# data kinds (images, user/item ids) arrive.
+InputSchema = TabularSchema
+
+
+def parse_schema(data: bytes | str | dict, where: str) -> InputSchema:
+    return TabularSchema.parse(data, where)
+
+
+class VersionMetrics(_Format):
+    """``metrics.json``: the test window's metrics and the evidence the gate saw."""
+
+    test: dict[str, float]
+    baselines: dict[str, dict[str, float]] = {}
+    champion: dict[str, Any] | None = None
+    gate: str = ""
+
+
+# -- aliases ------------------------------------------------------------------------------
+class Alias(_Format):
+    version: int = Field(ge=1)
+    updated: str
+    reason: str = ""
+
+
+class Aliases(_Format):
+    """Both pointers of a model in one object, so promote and rollback are one write."""
+
+    production: Alias | None = None
+    previous: Alias | None = None
+
+    def get(self, name: str) -> int | None:
+        alias = getattr(self, name, None) if name in ALIAS_NAMES else None
+        return alias.version if alias is not None else None
+
+
+ALIAS_NAMES = ("production", "previous")
+
+
+# -- monitoring records ------------------------------------------------------------------------
+class ColumnDriftRecord(_Format):
+    column: str
+    kind: str
+    stattest: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+class DriftRecord(_Format):
+    columns: dict[str, ColumnDriftRecord]
+    prediction: ColumnDriftRecord | None = None
+    drifted_share: float
+    dataset_drift: bool
+    drift_share: float
+    reference_rows: int
+    current_rows: int
+    drifted_columns: list[str] = []
+
+
+class WindowRecord(_Format):
+    """``summary.json`` of one drift window: what the job saw and decided. The job reads
+    earlier windows back through this model (hysteresis)."""
+
+    window_id: str
+    model: str
+    endpoint: str
+    version: int
+    window: TimeWindow
+    rows: int
+    drifted_share: float
+    drifted_columns: list[str]
+    quality: dict[str, float] | None = None
+    baseline: dict[str, float] = {}
+    trigger: bool
+    reasons: list[str]
+    trigger_id: str | None = None
+    trigger_status: str | None = None
+    report_key: str
+    drift: DriftRecord
+    sample: dict[str, Any] | None = None
+    evidently_decisions: dict[str, Any] | None = None
+
+
+TriggerStatus = Literal["pending", "running", "succeeded", "failed"]
+
+
+class TriggerRecord(_Format):
+    """A retraining trigger: why, on what evidence, which run answers it."""
+
+    id: str
+    model: str
+    version: int  # the production version whose traffic drifted
+    reason: list[str]
+    window: TimeWindow  # the drift window
+    evidence: dict[str, str]  # store keys of the Evidently report and the window summary
+    train_window: TimeWindow  # what the retraining run trains on
+    status: TriggerStatus = "pending"
+    run_id: str = ""
+    run_name: str = ""
+    backend: str = ""
+    attempts: int = 0
+    error: str = ""
+    created: str = ""
+    updated: str = ""
+
+
+# -- payload logs and labels ----------------------------------------------------------------
+# One log row per served instance: these columns, then one per input feature (numeric
+# float64, categorical string; a feature whose name collides with one of these is stored
+# as ``feature.<name>``), then OUTPUT_FIELDS. Types are Arrow type names.
+LOG_FIELDS: dict[str, str] = {
+    "request_id": "string",
+    "row": "int64",  # index within the request
+    # The request's ``timestamp``, else the CloudEvent's ``ce-time``, else receive time
+    # (naive UTC); the date partition comes from it.
+    "event_time": "timestamp",
+    "received_at": "timestamp",
+    "model": "string",
+    "version": "int64",  # 0 when the response named none
+    "endpoint": "string",  # default | canary
+    "inference_service": "string",
+    "namespace": "string",
+}
+OUTPUT_FIELDS: dict[str, str] = {
+    "prediction": "float64",  # the regression value or P(positive)
+    "label": "string",  # a classification label, else null
+    "rules_fired": "string",  # a JSON list of rule names
+}
+# Delayed ground truth, joined to log rows by (request_id, row).
+LABEL_FIELDS: dict[str, str] = {
+    "request_id": "string",
+    "row": "int64",
+    "actual": "string",  # as sent
+    "actual_value": "float64",  # when the label is a number
+    "label_time": "timestamp",
+    "received_at": "timestamp",
+}
+ENDPOINTS = ("default", "canary")
+
+
+class LabelRow(_Format):
+    """One posted label (``POST /labels``), before it is stored as LABEL_FIELDS."""
+
+    request_id: str = Field(min_length=1)
+    row: int = Field(0, ge=0)
+    label: int | float | str
+    time: datetime | None = None  # when the truth became known; default: receipt
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _number_or_text(cls, v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError("must be a number or a string")
+        return v
+
+
+def log_prefix(model: str, version: int | None = None, endpoint: str | None = None) -> str:
+    prefix = f"logs/{model}"
+    if version is not None:
+        prefix += f"/v{version}"
+        if endpoint is not None:
+            prefix += f"/{endpoint}"
+    return prefix
+
+
+def log_key(model: str, version: int, endpoint: str, day: date) -> str:
+    leaf = f"date={day.isoformat()}/{uuid.uuid4().hex}.parquet"
+    return f"{log_prefix(model, version, endpoint)}/{leaf}"
+
+
+def labels_prefix(model: str) -> str:
+    return f"labels/{model}"
+
+
+def label_key(model: str, day: date) -> str:
+    return f"{labels_prefix(model)}/date={day.isoformat()}/{uuid.uuid4().hex}.parquet"
+
+
+class Lease(_Format):
+    trigger_id: str
+    holder: str
+    expires: str  # ISO time (UTC): a crashed holder's lease lapses then
+
+
+class TrialRecord(_Format):
+    """``trial.json`` beside a trained model between pipeline steps."""
+
+    family: str = LEGACY_FAMILY
+    params: dict[str, Any]
+    epochs: int | None = None
+    validation: dict[str, float]
