@@ -84,7 +84,7 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
-def decisions_of(result) -> dict:  # noqa: ANN001
+def decisions_of(result) -> dict:
     cols = {c: r.drifted for c, r in result.columns.items()}
     return {
         "columns": cols,

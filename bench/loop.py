@@ -221,7 +221,7 @@ def replay(key: str, strategy: str, base_root: str, root: str, opts: dict) -> di
     return {"scores": scores, "seconds": round(time.perf_counter() - t0, 1), **events}
 
 
-def _serve(rows, served, server, spec, lo, hi) -> tuple[int, pd.DataFrame]:  # noqa: ANN001
+def _serve(rows, served, server, spec, lo, hi) -> tuple[int, pd.DataFrame]:
     part = rows[(rows[TIME] >= lo) & (rows[TIME] < hi)]
     v, model = server.production()
     if len(part):
@@ -229,7 +229,7 @@ def _serve(rows, served, server, spec, lo, hi) -> tuple[int, pd.DataFrame]:  # n
     return v, part
 
 
-def _scheduled(spec, store, rows, served, server, trials, key) -> dict:  # noqa: ANN001
+def _scheduled(spec, store, rows, served, server, trials, key) -> dict:
     retrains = []
     months = pd.date_range(rows[TIME].min().normalize().replace(day=1), rows[TIME].max(), freq="MS")
     for m in months:
@@ -255,7 +255,7 @@ def _scheduled(spec, store, rows, served, server, trials, key) -> dict:  # noqa:
     return {"retrains": retrains}
 
 
-def _driftloop(spec, store, rows, served, server, trials, key, opts) -> dict:  # noqa: ANN001
+def _driftloop(spec, store, rows, served, server, trials, key, opts) -> dict:
     policy = make_policy(opts)
     backend = InProcessBackend(store, spec, trials, margin=opts["margin"])
     window, delay = timedelta(days=opts["window_days"]), timedelta(days=opts["label_delay_days"])
@@ -363,7 +363,7 @@ def schema_of(registry: Registry, name: str, v: int) -> TabularSchema:
     return parse_schema(registry.read_file(ref, VersionFiles.SCHEMA), str(ref))
 
 
-def _label(y, spec: DatasetSpec):  # noqa: ANN001, ANN202
+def _label(y, spec: DatasetSpec):
     return float(y) if spec.task == "regression" else str(y)
 
 

@@ -108,7 +108,7 @@ def serve(port: int, store: str, logger_url: str) -> None:
     LocalServer(models, port=port).run()
 
 
-def measure(client, targets: dict[str, tuple[str, dict]], n: int, warmup: int) -> dict:  # noqa: ANN001
+def measure(client, targets: dict[str, tuple[str, dict]], n: int, warmup: int) -> dict:
     """Sequential requests to each target (name -> (path, body)), interleaved in rounds of
     n/10 so that drift in the machine's state over the run hits every target alike."""
     headers = {"content-type": "application/json"}

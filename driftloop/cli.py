@@ -118,7 +118,7 @@ def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_submit)
 
 
-def _request(args: argparse.Namespace, store_uri: str, **extra: object):  # noqa: ANN202
+def _request(args: argparse.Namespace, store_uri: str, **extra: object):
     from driftloop.spec import load_spec
     from pipelines.run import RunRequest
 

@@ -40,7 +40,7 @@ FIELD_MANAGER = "driftloop"  # shows who owns storageUri in managedFields
 
 
 # -- connecting ------------------------------------------------------------------------------
-def kube_config(in_cluster: bool = False, context: str | None = None):  # noqa: ANN201
+def kube_config(in_cluster: bool = False, context: str | None = None):
     """A client Configuration: the pod's service account inside the cluster, else the
     kubeconfig ($KUBECONFIG or ~/.kube/config) and its current or named context."""
     import os
@@ -89,7 +89,7 @@ class InferenceService:
             "patch", self.api.patch_namespaced_custom_object, body=body, field_manager=FIELD_MANAGER
         )
 
-    def _call(self, verb: str, fn, **kw: Any) -> dict:  # noqa: ANN001
+    def _call(self, verb: str, fn, **kw: Any) -> dict:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -273,7 +273,7 @@ def _wait(
     isvc: InferenceService,
     check,
     timeout: float,
-    poll: float,  # noqa: ANN001
+    poll: float,
     what: str,
 ) -> str:
     deadline = time.monotonic() + timeout

@@ -142,7 +142,7 @@ def run_local(
 
 
 @contextlib.contextmanager
-def kfp_client(host: str, token: str | None = None, namespace: str | None = None):  # noqa: ANN201
+def kfp_client(host: str, token: str | None = None, namespace: str | None = None):
     """A kfp.Client that closes its connections afterwards. kfp.Client has no close(); its
     service APIs share one kfp_server_api.ApiClient whose close() ends only a thread pool,
     so the urllib3 pool holding the sockets is cleared too."""
@@ -157,7 +157,7 @@ def kfp_client(host: str, token: str | None = None, namespace: str | None = None
         api.rest_client.pool_manager.clear()
 
 
-def upload(client, package: Path = COMPILED) -> tuple[str, str]:  # noqa: ANN001
+def upload(client, package: Path = COMPILED) -> tuple[str, str]:
     """The pipeline and its version named after the package version, uploaded once:
     (pipeline id, version id). Re-submitting the same release reuses them."""
     import json
@@ -222,7 +222,7 @@ def create_run(
     client,
     req: RunRequest,
     experiment: str,
-    run_name: str,  # noqa: ANN001
+    run_name: str,
     schedule: str | None,
 ) -> Submitted:
     pipeline_id, version_id = upload(client)

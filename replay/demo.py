@@ -266,7 +266,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _window(store, registry, policy, backend, replay, served, start, end) -> WindowRow:  # noqa: ANN001
+def _window(store, registry, policy, backend, replay, served, start, end) -> WindowRow:
     """Run the drift job on a served window; the dashboard row for it."""
     row = WindowRow(
         start=start.isoformat(),

@@ -118,7 +118,7 @@ class GuardedDataPlane(DataPlane):
             return super().decode_inference_request(body, headers, model_name)
         except InvalidInput:
             raise
-        except Exception as e:  # noqa: BLE001 - see the class docstring
+        except Exception as e:
             raise InvalidInput(f"malformed V2 request: {type(e).__name__}: {e}") from None
 
 

@@ -74,5 +74,5 @@ class AliasWatcher:
                     self.current,
                     e,
                 )
-            except Exception:  # noqa: BLE001 - a watcher bug must not stop serving
+            except Exception:
                 log.exception("%s: alias watcher error (keeping v%s)", self.model, self.current)

@@ -43,10 +43,10 @@ class FakeKfp:
                     fake.requests.append((method, url.path, {**query, **body}))
                     self._reply(fake.route(method, url.path, query, body))
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._handle("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._handle("POST")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

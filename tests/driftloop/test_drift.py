@@ -208,7 +208,7 @@ def bike() -> tuple[dict, TabularSchema, pd.DataFrame]:
     return reference_statistics(ref, schema), schema, held
 
 
-def test_bike_in_distribution_stream_never_triggers(bike) -> None:  # noqa: ANN001
+def test_bike_in_distribution_stream_never_triggers(bike) -> None:
     from driftloop.policy import DriftPolicy, WindowSummary, decide
 
     stats, schema, held = bike
@@ -222,7 +222,7 @@ def test_bike_in_distribution_stream_never_triggers(bike) -> None:  # noqa: ANN0
     assert triggers == 0 and max(w.drifted_share for w in history) < 0.5
 
 
-def test_bike_january_2012_drifts_in_its_first_full_window(bike) -> None:  # noqa: ANN001
+def test_bike_january_2012_drifts_in_its_first_full_window(bike) -> None:
     from driftloop.data import load_window
     from driftloop.policy import DriftPolicy, WindowSummary, decide
     from driftloop.spec import load_spec

@@ -36,7 +36,7 @@ def run(
     history: list | None = None,
     last: datetime | None = None,
     in_flight: bool = False,
-):  # noqa: ANN201
+):
     return decide(
         policy,
         history or [],

@@ -90,7 +90,7 @@ class Receiver:
         posts = self.posts
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 posts.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
                 self.send_response(200)
