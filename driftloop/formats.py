@@ -371,6 +371,7 @@ class TriggerRecord(_Format):
     backend: str = ""
     attempts: int = 0
     error: str = ""
+    outcome: str = ""  # once settled: promoted vN / registered vN, not promoted / nothing
     created: str = ""
     updated: str = ""
 

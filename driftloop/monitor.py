@@ -55,7 +55,15 @@ from driftloop.payloads import feature_column, join_labels, read_labels, read_lo
 from driftloop.policy import DriftPolicy, WindowSummary, decide
 from driftloop.registry import Registry, VersionRef
 from driftloop.store import Store
-from driftloop.trigger import Backend, TriggerLog, fire, reconcile, trigger_id
+from driftloop.trigger import (
+    Backend,
+    TriggerLog,
+    fire,
+    in_flight,
+    last_completed,
+    reconcile,
+    trigger_id,
+)
 
 
 def load_window(
@@ -143,7 +151,8 @@ def run_window(
         summary,
         now=end,
         last_trigger_time=last,
-        run_in_flight=log.held() is not None,
+        run_in_flight=in_flight(log, triggers),
+        last_completed=last_completed(triggers),
     )
     fired: TriggerRecord | None = None
     if backend is not None and (retry := log.retryable(triggers)) is not None:

@@ -1,7 +1,8 @@
 """When drift matters: the trigger policy, a pure function over window summaries.
 
     policy = load_policy("policy.yaml")          # or DriftPolicy() for the defaults
-    d = decide(policy, history, current, now=now, last_trigger_time=t, run_in_flight=False)
+    d = decide(policy, history, current, now=now, last_trigger_time=t, run_in_flight=False,
+               last_completed=t_done)
     if d.trigger: start a training run, recording d.reasons in the trigger record
 
 A window *signals* when it has at least ``min_rows`` rows and any rule fires: the
@@ -182,8 +183,12 @@ def decide(
     now: datetime,
     last_trigger_time: datetime | None,
     run_in_flight: bool,
+    last_completed: datetime | None = None,
 ) -> Decision:
-    """Trigger or not, with reasons. ``history``: earlier windows, oldest first."""
+    """Trigger or not, with reasons. ``history``: earlier windows, oldest first.
+    ``last_trigger_time``: the window end of the latest trigger (a streak starts after it);
+    ``last_completed``: that of the latest trigger whose run completed (the cooldown
+    counts from it, so a run that failed or never finished starts no cooldown)."""
     if current.rows < policy.min_rows:
         return Decision(False, [f"window has {current.rows} rows < min_rows {policy.min_rows}"])
     fired = signals(policy, current)
@@ -202,9 +207,9 @@ def decide(
     # 2. Never two runs at once: the running one will produce a new version anyway.
     if run_in_flight:
         return Decision(False, fired + ["a triggered run is still in flight"])
-    # 3. Cooldown after the previous trigger.
-    if last_trigger_time is not None and now < last_trigger_time + policy.cooldown:
-        until = (last_trigger_time + policy.cooldown).isoformat()
+    # 3. Cooldown after the previous completed retraining.
+    if last_completed is not None and now < last_completed + policy.cooldown:
+        until = (last_completed + policy.cooldown).isoformat()
         return Decision(False, fired + [f"in cooldown until {until}"])
     return Decision(True, fired + ([f"{streak} consecutive windows"] if k > 1 else []))
 

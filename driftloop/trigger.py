@@ -1,29 +1,43 @@
-"""Retraining triggers that start exactly one pipeline run, whatever the concurrency.
+"""Retraining triggers that start exactly one pipeline run, whatever the concurrency, and
+recover when the job or the run that answers them dies.
 
-Store layout (``monitoring/<model>/``)::
+Store layout (``monitoring/<model>/``, ``driftloop.formats``)::
 
-    triggers/<trigger-id>.json     the record: reason, evidence, window, status, run id
-    leases/<n>.json                lease generation n (exclusive create)
+    triggers/<trigger-id>.json     TriggerRecord: reason, evidence, window, status, run, outcome
+    leases/<n>.json                lease generation n (exclusive create), renewed while held
     leases/<n>.done                released
 
 Exactly once, by construction:
 
 1. A trigger id is derived from the model and the drift window, so every job that looks
    at the same window names the same trigger; its record is created exclusively.
-2. Starting a run needs the lease. A job reads the latest generation n; if it is still
-   held (not done, not expired) a run is in flight and nothing starts. Otherwise it
-   creates generation n + 1 exclusively: of many concurrent jobs exactly one succeeds.
-3. The run's name carries the trigger id; before creating a run the KFP backend looks for
-   a run of that name, so a retried trigger never starts a second run.
-4. A failed start (KFP unreachable) marks the trigger ``failed`` and releases the lease;
-   the next window retries the same trigger id.
+2. Starting a run needs the lease: a job creates generation n + 1 exclusively (of many
+   concurrent jobs exactly one succeeds) and, holding it, checks that no other trigger's
+   run is in flight, records the attempt, starts the run and records it ``running``. The
+   lease only guards that start: a job that blocks on its run (a local or in-process run)
+   renews it every ``LEASE_TTL / 4``; a holder that dies stops renewing, and its lease
+   lapses after ``LEASE_TTL`` (10 minutes).
+3. The run's name carries the trigger id and the attempt; before creating a run the KFP
+   backend looks for a run of that name, so resuming an attempt whose starter died never
+   starts a second run, while a new attempt after a failed run does start a new one.
+
+Recovery: a trigger whose start failed, whose run failed, or whose starter died (still
+``pending`` with no live lease) is retried by the next window under the same id, up to
+``MAX_ATTEMPTS``. Runs in flight are read from the records (``running``, settled by
+``reconcile`` against the backend), never inferred from the lease. The policy's cooldown
+counts from the last trigger whose run completed (``last_completed``), not from one that
+never finished. ``reconcile`` also records each settled run's outcome from the registry:
+the version it registered and whether that version is in production.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -38,9 +52,16 @@ from driftloop.formats import (
     trigger_key,
     triggers_prefix,
 )
+from driftloop.registry import VersionRef
 from driftloop.store import Store
 
-LEASE_TTL = timedelta(hours=6)  # longer than any training run; a crashed holder expires
+# The lease guards one job's start of a run. A holder renews it every LEASE_TTL / 4 while it
+# blocks on the run, so 10 minutes bounds how long a dead holder blocks the next trigger
+# without ever interrupting a live one.
+LEASE_TTL = timedelta(minutes=10)
+# A trigger whose start or run keeps failing (bad data, a broken cluster) is retried this
+# many times in all, one attempt per drift window, then left failed for a human.
+MAX_ATTEMPTS = 3
 
 
 def _now() -> datetime:
@@ -83,10 +104,18 @@ class TriggerLog:
         return sorted((self._read(k) for k in keys), key=lambda t: t.created)
 
     def retryable(self, triggers: list[TriggerRecord] | None = None) -> TriggerRecord | None:
-        """The latest trigger whose run failed to start, if it is the latest trigger.
-        ``triggers``: ``all()`` when the caller has just read it."""
+        """The latest trigger, if it needs another attempt: its start or run failed, or its
+        starter died (``pending`` after an attempt, with no live lease); at most
+        ``MAX_ATTEMPTS`` attempts. ``triggers``: ``all()`` when the caller has just read it."""
         triggers = self.all() if triggers is None else triggers
-        return triggers[-1] if triggers and triggers[-1].status == "failed" else None
+        if not triggers or triggers[-1].attempts >= MAX_ATTEMPTS:
+            return None
+        last = triggers[-1]
+        if last.status == "failed":
+            return last
+        if last.status == "pending" and last.attempts > 0 and self.held() is None:
+            return last
+        return None
 
     # -- lease ----------------------------------------------------------------------------
     def _generations(self) -> list[int]:
@@ -99,7 +128,7 @@ class TriggerLog:
         )
 
     def held(self) -> Lease | None:
-        """The lease if a run is in flight (held, not released, not expired)."""
+        """The lease if a job is starting a run now (held, not released, not expired)."""
         gens = self._generations()
         return self._active(gens[-1]) if gens else None
 
@@ -125,13 +154,33 @@ class TriggerLog:
         ok = self.store.create(lease_key(self.model, n), lease.dump())
         return n if ok else None
 
+    def renew(self, generation: int) -> None:
+        """Push the lease's expiry out by ``LEASE_TTL`` (its holder only)."""
+        key = lease_key(self.model, generation)
+        lease: Lease = Lease.parse(self.store.get(key), f"{self.store.uri}/{key}")
+        lease.expires = (_now() + LEASE_TTL).isoformat()
+        self.store.put(key, lease.dump())
+
+    @contextlib.contextmanager
+    def heartbeat(self, generation: int) -> Iterator[None]:
+        """Renew the lease every ``LEASE_TTL / 4`` while the block runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(LEASE_TTL.total_seconds() / 4):
+                with contextlib.suppress(DriftloopError):  # a missed beat is not fatal
+                    self.renew(generation)
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.model}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def release(self, generation: int) -> None:
         self.store.put(lease_key(self.model, generation, done=True), _now().isoformat().encode())
-
-    def release_current(self) -> None:
-        gens = self._generations()
-        if gens:
-            self.release(gens[-1])
 
 
 # -- what starts a run ---------------------------------------------------------------------
@@ -150,33 +199,43 @@ class Backend(Protocol):
 
 def fire(log: TriggerLog, trig: TriggerRecord, backend: Backend) -> TriggerRecord | None:
     """Start the run for a recorded trigger under the lease: the updated record, or None
-    when another job holds the lease (a run is in flight; the trigger waits).
-
-    The lease stays held while a run is in flight (KFP) and is released when the run's
-    state is known (``reconcile``) or when starting failed.
-    """
+    when another job holds the lease or another trigger's run is in flight (the trigger
+    waits for a later window)."""
     generation = log.acquire(trig.id)
     if generation is None:
         return None
-    trig.attempts += 1
-    trig.backend = backend.name
-    trig.run_name = f"{log.model}-{trig.id}"
     try:
-        trig.run_id = backend.start(trig)
-        trig.status = "running"
-        trig.error = ""
-    except DriftloopError as e:
-        trig.status, trig.error = "failed", str(e)
-        log.save(trig)
+        with log.heartbeat(generation):
+            # Under the lease: is another trigger's run still in flight?
+            current = {t.id: t for t in reconcile(log, backend)}
+            if any(t.status == "running" and t.id != trig.id for t in current.values()):
+                return None
+            trig = current.get(trig.id, trig)
+            if trig.status in ("running", "succeeded"):
+                return trig  # another job started it between our reads
+            if not (trig.status == "pending" and trig.attempts > 0):
+                # A new attempt (first, or after a failure) gets a new run name. Resuming a
+                # "pending" attempt, whose starter died, keeps its name: the KFP backend
+                # then finds the run if it was created, so a crash never starts two.
+                trig.attempts += 1
+                trig.run_name = f"{log.model}-{trig.id}-{trig.attempts}"
+            trig.backend = backend.name
+            trig.status, trig.error = "pending", ""
+            log.save(trig)  # a crash from here on leaves "pending": retried later
+            try:
+                trig.run_id = backend.start(trig)
+                trig.status = "running"
+            except DriftloopError as e:
+                trig.status, trig.error = "failed", str(e)
+            log.save(trig)
+    finally:
         log.release(generation)
-        return trig
-    log.save(trig)
-    reconcile(log, backend)
+    reconcile(log, backend)  # runs that finish inside start() settle now
     return log.get(trig.id)
 
 
 def reconcile(log: TriggerLog, backend: Backend) -> list[TriggerRecord]:
-    """Settle running triggers whose runs have finished, releasing the lease; returns
+    """Settle running triggers whose runs have finished, recording their outcome; returns
     every trigger, oldest first, as it now stands."""
     triggers = log.all()
     for trig in triggers:
@@ -185,6 +244,37 @@ def reconcile(log: TriggerLog, backend: Backend) -> list[TriggerRecord]:
         state = backend.state(trig.run_id)
         if state != "running":
             trig.status = state
+            if state == "failed" and not trig.error:
+                trig.error = f"run {trig.run_id} failed"
+            trig.outcome = outcome(log.store, trig)
             log.save(trig)
-            log.release_current()
     return triggers
+
+
+def outcome(store: Store, trig: TriggerRecord) -> str:
+    """What the trigger's run left in the registry: ``promoted vN``, ``registered vN, not
+    promoted`` or ``nothing registered`` (the gate refused the challenger, or the run failed)."""
+    from driftloop.registry import Registry
+
+    registry = Registry(store)
+    mine = [
+        v
+        for v in registry.versions(trig.model)
+        if registry.manifest(VersionRef(trig.model, v)).lineage.trigger_id == trig.id
+    ]
+    if not mine:
+        return "nothing registered"
+    if registry.alias(trig.model, "production") == mine[-1]:
+        return f"promoted v{mine[-1]}"
+    return f"registered v{mine[-1]}, not promoted"
+
+
+def last_completed(triggers: list[TriggerRecord]) -> datetime | None:
+    """The window end of the last trigger whose run completed: the cooldown's anchor."""
+    ends = [datetime.fromisoformat(t.window.end) for t in triggers if t.status == "succeeded"]
+    return max(ends, default=None)
+
+
+def in_flight(log: TriggerLog, triggers: list[TriggerRecord]) -> bool:
+    """A run is in flight (a trigger is ``running``) or a job is starting one now."""
+    return any(t.status == "running" for t in triggers) or log.held() is not None

@@ -36,6 +36,7 @@ def run(
     history: list | None = None,
     last: datetime | None = None,
     in_flight: bool = False,
+    completed: datetime | None = None,
 ):
     return decide(
         policy,
@@ -44,6 +45,7 @@ def run(
         now=current.end,
         last_trigger_time=last,
         run_in_flight=in_flight,
+        last_completed=completed,
     )
 
 
@@ -112,12 +114,16 @@ def test_hysteresis_ignores_windows_before_the_last_trigger() -> None:
     assert not run(policy, win(1, share=1.0), history, last=history[0].end).trigger
 
 
-def test_cooldown_after_a_trigger() -> None:
+def test_cooldown_after_a_completed_retraining() -> None:
     policy = DriftPolicy(cooldown="12h")
     current = win(0, share=1.0)
-    d = run(policy, current, last=current.end - timedelta(hours=11))
+    t11 = current.end - timedelta(hours=11)
+    d = run(policy, current, last=t11, completed=t11)
     assert not d.trigger and any("cooldown" in r for r in d.reasons)
-    assert run(policy, current, last=current.end - timedelta(hours=12)).trigger
+    t12 = current.end - timedelta(hours=12)
+    assert run(policy, current, last=t12, completed=t12).trigger
+    # A trigger whose run failed or never finished starts no cooldown.
+    assert run(policy, current, last=t11, completed=None).trigger
 
 
 def test_never_while_a_run_is_in_flight() -> None:

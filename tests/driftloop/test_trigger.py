@@ -1,7 +1,9 @@
 """Exactly-once triggering: leases and records on the store, both backends of it."""
 
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from driftloop.errors import DriftloopError
 from driftloop.formats import TriggerRecord
@@ -63,7 +65,7 @@ def test_ten_concurrent_jobs_start_exactly_one_run(store):
         t.join()
     assert len(kfp.runs) == 1
     started = [r for r in results if r is not None]
-    assert len(started) == 1 and started[0].status == "running"
+    assert {(r.run_id, r.status) for r in started} == {("run-1", "running")}
     log = TriggerLog(store, "bike")
     assert [t.status for t in log.all()] == ["running"]
     # While that run is in flight, a new window's trigger does not start another run.
@@ -99,10 +101,11 @@ def test_unreachable_kfp_fails_the_trigger_then_retry_starts_one_run(store, tmp_
     kfp = FakeKfp()
     done = fire(log, retry, kfp)
     assert done.status == "running" and done.attempts == 2
-    # Running now: nothing is left to retry, and while its lease is held no job starts a
-    # second run for it. (A retry that finds the run by name: tests/pipelines/test_submit.py.)
+    # Running now: nothing is left to retry, and firing it again starts no second run.
+    # (Resuming an attempt that finds its run by name: tests/pipelines/test_submit.py.)
     assert log.retryable() is None
-    assert fire(log, log.get(trig.id), kfp) is None and len(kfp.runs) == 1
+    again = fire(log, log.get(trig.id), kfp)
+    assert again.status == "running" and again.run_id == done.run_id and len(kfp.runs) == 1
 
 
 def test_expired_lease_is_taken_over(store, monkeypatch):
@@ -126,3 +129,82 @@ def test_start_errors_are_recorded_not_raised(store):
     trig = _trigger()
     log.create(trig)
     assert fire(log, trig, Broken()).error == "boom"
+
+
+def test_a_starter_killed_mid_run_is_detected_and_its_trigger_resumed(store, monkeypatch):
+    """kill -9 of the drift job while its (blocking) run trains: the record says pending,
+    its lease stops being renewed and lapses; the next job resumes the same trigger."""
+    import driftloop.trigger as trigger_module
+
+    log = TriggerLog(store, "bike")
+    trig = _trigger()
+    log.create(trig)
+    # What the dead job left: attempt 1 recorded as pending, its lease never released.
+    generation = log.acquire(trig.id)
+    dead = log.get(trig.id).model_copy(update={"attempts": 1, "run_name": "bike-x-1"})
+    log.save(dead)
+    assert log.retryable() is None  # its lease is still live: it may be running
+    monkeypatch.setattr(trigger_module, "LEASE_TTL", timedelta(seconds=-1))
+    log.renew(generation)  # as if its last heartbeat was long ago
+    retry = log.retryable()
+    assert retry is not None and retry.id == trig.id
+    kfp = FakeKfp()
+    resumed = fire(log, retry, kfp)
+    assert resumed.status == "running" and resumed.attempts == 1 and len(kfp.runs) == 1
+
+
+def test_a_long_start_keeps_its_lease_alive(store, monkeypatch):
+    """While a job blocks on a run longer than the lease's TTL, its heartbeat keeps the
+    lease, so no other job can start a second run meanwhile."""
+    import driftloop.trigger as trigger_module
+
+    monkeypatch.setattr(trigger_module, "LEASE_TTL", timedelta(seconds=0.4))
+    log = TriggerLog(store, "bike")
+    seen: list[object] = []
+
+    class Slow(FakeKfp):
+        def start(self, trig):
+            for _ in range(6):  # 1.2 s: three TTLs
+                time.sleep(0.2)
+                seen.append(log.acquire("other"))
+            return super().start(trig)
+
+    trig = _trigger()
+    log.create(trig)
+    assert fire(log, trig, Slow()).status == "running"
+    assert seen == [None] * 6  # never free while it ran
+
+
+def test_retries_stop_after_max_attempts(store):
+    from driftloop.trigger import MAX_ATTEMPTS
+
+    class Broken(FakeKfp):
+        def start(self, trig):
+            raise DriftloopError("cluster down")
+
+    log = TriggerLog(store, "bike")
+    trig = _trigger()
+    log.create(trig)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        trig = fire(log, trig if attempt == 1 else log.retryable(), Broken())
+        assert trig.status == "failed" and trig.attempts == attempt
+    assert log.retryable() is None
+
+
+def test_the_cooldown_anchor_is_the_last_completed_run(store):
+    from driftloop.trigger import last_completed
+
+    log = TriggerLog(store, "bike")
+    kfp = FakeKfp(state_of="succeeded")
+    first = _trigger("2012-02-01T00:00:00")
+    log.create(first)
+    fire(log, first, kfp)
+
+    class Broken(FakeKfp):
+        def start(self, trig):
+            raise DriftloopError("down")
+
+    second = _trigger("2012-03-01T00:00:00")
+    log.create(second)
+    fire(log, second, Broken())
+    assert last_completed(log.all()) == datetime(2012, 2, 1)

@@ -5,7 +5,7 @@ import pytest
 from driftloop import __version__
 from driftloop.formats import TriggerRecord
 from driftloop.spec import load_spec
-from driftloop.trigger import TriggerLog, fire, trigger_id
+from driftloop.trigger import TriggerLog, fire, reconcile, trigger_id
 from monitoring.backends import KfpBackend
 from pipelines.run import RunRequest, submit
 from tests.conftest import ROOT
@@ -56,15 +56,23 @@ def test_kfp_backend_names_the_run_after_the_trigger_and_never_starts_it_twice(k
     started = fire(log, trig, backend)
     assert started.status == "running" and started.run_id == "r1"
     run = kfp_api.runs[0]
-    assert run["display_name"] == f"bike-sharing-{trig.id}"
+    assert run["display_name"] == f"bike-sharing-{trig.id}-1"
     assert run["runtime_config"]["parameters"]["trigger_id"] == trig.id
     assert run["runtime_config"]["parameters"]["start"] == "2011-08-01"
-    # The job retries after a crash that lost the record update: the run is found by name.
-    log.release_current()
+    # The job died after creating the run but before recording it: the record still says
+    # "pending" (attempt 1). The next job resumes the attempt and finds the run by name.
+    crashed = log.get(trig.id).model_copy(update={"status": "pending", "run_id": ""})
+    log.save(crashed)
+    assert log.retryable() is not None and log.retryable().id == trig.id
     again = fire(log, log.get(trig.id), backend)
-    assert again.run_id == "r1" and len(kfp_api.runs) == 1
-    kfp_api.runs[0]["state"] = "SUCCEEDED"
-    from driftloop.trigger import reconcile
-
+    assert again.run_id == "r1" and again.attempts == 1 and len(kfp_api.runs) == 1
+    # A run that fails is retried under the same trigger id as a new attempt: a new run.
+    kfp_api.runs[0]["state"] = "FAILED"
+    reconcile(log, backend)
+    failed = log.get(trig.id)
+    assert failed.status == "failed" and failed.outcome == "nothing registered"
+    retried = fire(log, log.retryable(), backend)
+    assert retried.run_name == f"bike-sharing-{trig.id}-2" and len(kfp_api.runs) == 2
+    kfp_api.runs[1]["state"] = "SUCCEEDED"
     reconcile(log, backend)
     assert log.get(trig.id).status == "succeeded" and log.held() is None
