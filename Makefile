@@ -5,9 +5,10 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # Every package, pinned with its hashes: pyproject.toml says what we need, the lock what we run.
 LOCK := requirements.lock
-# The CPU build the lock pins (torch==2.13.0+cpu), and where `make lock` finds its wheel:
-# not on PyPI, whose torch pulls CUDA; elsewhere https://download.pytorch.org/whl/cpu/torch/
-TORCH := $(shell grep -o '^torch==[^ ]*' $(LOCK))
+# `name==version` as the lock pins it: $(call pin,torch) is torch==2.13.0+cpu, the CPU build.
+pin = $(shell grep -o '^$(1)==[^ ]*' $(LOCK))
+# Where `make lock` finds the CPU torch wheel: not on PyPI, whose torch pulls CUDA;
+# elsewhere https://download.pytorch.org/whl/cpu/torch/
 TORCH_WHEELS ?= /opt/wheels
 
 .PHONY: install lock demo test lint bench compile clean
@@ -15,13 +16,13 @@ TORCH_WHEELS ?= /opt/wheels
 install: $(STAMP)
 
 # Idempotent: re-runs only when pyproject.toml or the lock changes, and stops first if they
-# disagree. torch first (the CPU build, no deps), so the lock finds it installed; then the
-# lock, every file checked against its hash; then the project itself, adding nothing.
+# disagree. The lock's pip, then torch (the CPU build, no deps), so the lock finds both
+# installed; then the lock, every file checked against its hash; then the project itself.
 $(STAMP): pyproject.toml $(LOCK)
 	@python3 tools/check_lock.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet --no-deps $(TORCH)
+	$(PIP) install --quiet $(call pin,pip)
+	$(PIP) install --quiet --no-deps $(call pin,torch)
 	$(PIP) install --quiet --require-hashes -r $(LOCK)
 	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
@@ -39,7 +40,7 @@ lock: $(VENV)/bin/uv
 # Not through install: that refuses a stale lock, which is when `make lock` is needed.
 $(VENV)/bin/uv:
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install --quiet $$(grep -o '^uv==[^ ]*' $(LOCK))
+	$(PIP) install --quiet $(call pin,uv)
 
 demo: install
 	$(PY) -m driftloop.demo

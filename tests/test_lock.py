@@ -55,11 +55,17 @@ def test_a_mismatched_pair_fails_in_one_line(tmp_path):
     assert run.stderr.count("\n") == 1 and "run `make lock`" in run.stderr, run.stderr
 
 
-def test_torch_is_the_cpu_build_and_every_install_takes_the_locked_version():
+def test_torch_is_the_cpu_build():
     pins = check_lock.pins(LOCK)
     assert pins["torch"].endswith("+cpu")
     assert not [n for n in pins if n.startswith("nvidia-") or n == "triton"]
     # one file only: the CPU wheel (PyPI's torch files, CUDA builds, would add hashes)
     block = re.search(r"^torch==\S+ \\\n((?:    --hash=\S+.*\n)+)", LOCK.read_text(), re.M)
     assert block and len(re.findall(r"--hash=sha256:[0-9a-f]{64}", block[1])) == 1
-    assert f"torch=={pins['torch']}" in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_dockerfile_installs_the_locks_pip_and_torch_first():
+    pins = check_lock.pins(LOCK)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"pip install --no-cache-dir pip=={pins['pip']}" in dockerfile
+    assert f"torch=={pins['torch']}" in dockerfile
