@@ -27,13 +27,22 @@ RUN groupadd --system --gid 10001 driftloop \
 
 WORKDIR /app
 
-# torch first, from the CPU index, pinned: the project's range admits it, so the
-# next install keeps it instead of pulling the much larger CUDA build.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# The dependencies before the sources, so this layer is rebuilt only when the lock changes.
+# The lock's pip first (an older pip refuses the lock's extras in --require-hashes mode).
+# Then torch, the CPU build from the CPU index at the lock's exact version, without its
+# dependencies (the lock brings those, hash-checked). The lock's torch hash is that of the
+# same-named wheel the lock was resolved from; its hash on download.pytorch.org could not
+# be checked from the machine that wrote the lock (that host is unreachable there), so this
+# step is pinned by version only, and the lock install below finds torch already installed.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir pip==26.3 \
+    && pip install --no-cache-dir --no-deps --index-url https://download.pytorch.org/whl/cpu \
+        torch==2.13.0+cpu \
+    && pip install --no-cache-dir --require-hashes -r requirements.lock
 
-# .dockerignore admits only the package sources, pyproject, README and data/.
+# .dockerignore admits only the package sources, pyproject, README, the lock and data/.
 COPY . .
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info
 
 USER 10001:10001
