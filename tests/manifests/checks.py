@@ -289,6 +289,84 @@ def _writable_tmp(c: dict[str, Any], pod: dict[str, Any]) -> bool:
     )
 
 
+# How each server the manifests start picks its listen address: the flag that sets it
+# (None: there is none) and what it binds without the flag. Keyed by `python -m <module>`
+# or, for third-party images, the image name.
+SERVERS: dict[str, tuple[str | None, str]] = {
+    "monitoring.collector": ("--host", "127.0.0.1"),  # monitoring/collector.py add_arguments
+    # kserve 0.21 ModelServer: RESTServer runs uvicorn with host="0.0.0.0", no flag for it
+    # (kserve/protocol/rest/server.py).
+    "serving": (None, "0.0.0.0"),
+    "quay.io/minio/minio": ("--address", ":9000"),  # host:port; an empty host is every address
+}
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def _server_name(c: dict[str, Any]) -> str:
+    argv = [*(c.get("command") or []), *(c.get("args") or [])]
+    if argv[:2] == ["python", "-m"] and len(argv) > 2:
+        return str(argv[2])
+    ref = str(c.get("image", "")).split("@")[0]
+    head, _, last = ref.rpartition("/")
+    return f"{head}/{last.split(':')[0]}" if head else last.split(":")[0]
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def listen_host(c: dict[str, Any]) -> tuple[str, str] | None:
+    """(host, how it was decided) for a known server container, None if it is unknown."""
+    known = SERVERS.get(_server_name(c))
+    if known is None:
+        return None
+    flag, default = known
+    argv = [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+    value = _flag_value(argv, flag) if flag else None
+    how = f"{flag} {value}" if value is not None else f"its default {default}"
+    address = default if value is None else value
+    if flag == "--address":  # host:port
+        address = address.rpartition(":")[0]
+    if address.startswith("$(") and address.endswith(")"):  # expanded by the kubelet
+        env = {e["name"]: e for e in c.get("env") or []}
+        ref = env.get(address[2:-1], {}).get("valueFrom", {}).get("fieldRef", {})
+        address = "pod IP" if ref.get("fieldPath") == "status.podIP" else address
+    return address, how
+
+
+def check_listen_addresses(objs: list[Manifest]) -> list[str]:
+    """Every container that declares a port runs a server known to bind a pod address
+    (not loopback): otherwise its Service, probes and callers reach nothing."""
+    out = []
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            if not c.get("ports"):
+                continue
+            found = listen_host(c)
+            if found is None:
+                out.append(
+                    m.problem(
+                        f"{path}.command",
+                        f"{_server_name(c)!r} listens on a port, but checks.SERVERS does not "
+                        "say how it picks its address",
+                    )
+                )
+            elif found[0].startswith(_LOOPBACK):
+                out.append(
+                    m.problem(
+                        f"{path}.args",
+                        f"{_server_name(c)} binds {found[0]} ({found[1]}): loopback only, "
+                        "unreachable from the Service and the probes (pass --host 0.0.0.0)",
+                    )
+                )
+    return out
+
+
 # 4. Cross-object references --------------------------------------------------------------
 
 
@@ -456,6 +534,7 @@ ALL_CHECKS = (
     check_crd_schemas,
     check_images,
     check_pod_security,
+    check_listen_addresses,
     check_service_selectors,
     check_logger_urls,
     check_service_accounts,

@@ -194,3 +194,42 @@ def test_deploy_role_follows_the_inference_service_name(tree):
     objs = checks.build(tree / "manifests" / "overlays" / "prod")
     (role,) = checks.find(objs, "Role", "driftloop-deploy")
     assert role.obj["rules"][0]["resourceNames"] == ["bikes-eu"]
+
+
+def test_collector_on_loopback_is_refused(tree):
+    edit(tree / "manifests/base/collector.yaml", "args: [--host, 0.0.0.0, ", "args: [")
+    assert (
+        "manifests/base/collector.yaml Deployment/driftloop-collector: "
+        "spec.template.spec.containers[collector].args: monitoring.collector binds 127.0.0.1 "
+        "(its default 127.0.0.1): loopback only"
+    ) in problems(tree)
+    edit(tree / "manifests/base/collector.yaml", "args: [", "args: [--host=localhost, ")
+    assert "monitoring.collector binds localhost (--host localhost)" in problems(tree)
+
+
+def test_collector_may_bind_the_pod_ip_from_the_downward_api(tree):
+    edit(
+        tree / "manifests/base/collector.yaml",
+        "args: [--host, 0.0.0.0, ",
+        "env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]\n"
+        "          args: [--host, $(POD_IP), ",
+    )
+    objs = checks.build(tree / "manifests" / "overlays" / "dev")
+    assert checks.check_listen_addresses(objs) == []
+    (dep,) = checks.find(objs, "Deployment", "driftloop-collector")
+    assert checks.listen_host(dep.obj["spec"]["template"]["spec"]["containers"][0]) == (
+        "pod IP",
+        "--host $(POD_IP)",
+    )
+
+
+def test_unknown_server_must_say_how_it_binds(tree):
+    edit(
+        tree / "manifests/base/drift-job.yaml",
+        "              resources:\n",
+        "              ports: [{containerPort: 9090}]\n              resources:\n",
+    )
+    assert (
+        "CronJob/driftloop-drift: spec.jobTemplate.spec.template.spec.containers[drift].command: "
+        "'monitoring.job' listens on a port, but checks.SERVERS does not say"
+    ) in problems(tree)

@@ -136,10 +136,13 @@ def test_entrypoints_match_the_image_contract():
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
     (dep,) = checks.find(objs, "Deployment", "driftloop-collector")
-    assert dep.obj["spec"]["template"]["spec"]["containers"][0]["command"] == [
+    c = dep.obj["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] + c["args"] == [
         "python",
         "-m",
         "monitoring.collector",
+        "--host",
+        "0.0.0.0",
         "--port",
         "8080",
     ]
