@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from driftloop.image import IMAGE, IMAGE_NAME
 
 K8S_VERSION = "1.32"
 SCHEMAS = Path(__file__).parent / "schemas"
+REPO = Path(__file__).resolve().parents[2]
 # Custom resources validated against the KServe CRDs copied into schemas/.
 CRD_FILES = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
@@ -107,10 +109,17 @@ def build(overlay: Path) -> list[Manifest]:
             if not annotations:
                 obj["metadata"].pop("annotations", None)
             where = Path(os.path.normpath(Path(wrap) / origin))
-            out.append(
-                Manifest(obj, str(where.relative_to(tree)) if where.is_absolute() else origin)
-            )
+            out.append(Manifest(obj, _shown(where, tree) if where.is_absolute() else origin))
     return out
+
+
+def _shown(path: Path, tree: Path) -> str:
+    """A source file relative to the overlay's tree, else to this repository (an overlay
+    elsewhere that builds on driftloop's manifests), else as it is."""
+    for root in (tree, REPO):
+        if path.is_relative_to(root):
+            return str(path.relative_to(root))
+    return str(path)
 
 
 # 2. Schemas ----------------------------------------------------------------------------
@@ -182,7 +191,9 @@ def check_crd_schemas(objs: list[Manifest]) -> list[str]:
 def pod_specs(m: Manifest, objs: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(field path, pod spec) of every pod the object makes. For an InferenceService the
     predictor is the pod spec, with the ServingRuntime's container and volumes merged in
-    the way KServe merges them (the model spec's fields win)."""
+    the way KServe merges them (the model spec's fields win) and the runtime's ``{{.Name}}``
+    and ``{{.Namespace}}`` filled in from the InferenceService, as KServe's
+    ``ReplacePlaceholders`` does."""
     spec = m.obj.get("spec", {})
     if m.kind == "CronJob":
         yield "spec.jobTemplate.spec.template.spec", spec["jobTemplate"]["spec"]["template"]["spec"]
@@ -199,9 +210,18 @@ def pod_specs(m: Manifest, objs: list[Manifest]) -> Iterator[tuple[str, dict[str
             rt = runtimes[0].obj["spec"] if runtimes else {"containers": [{}]}
             base = rt["containers"][0]
             merged = {**base, **{k: v for k, v in model.items() if k not in _MODEL_ONLY}}
-            pod["containers"] = [merged, *rt["containers"][1:]]
+            pod["containers"] = [_fill_in(merged, m.obj["metadata"]), *rt["containers"][1:]]
             pod["volumes"] = [*rt.get("volumes", []), *pred.get("volumes", [])]
         yield "spec.predictor", pod
+
+
+def _fill_in(container: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    # KServe renders the container's JSON as a Go template over the InferenceService's
+    # metadata; these two fields are all the manifests use.
+    text = json.dumps(container)
+    for field in ("Name", "Namespace"):
+        text = text.replace("{{." + field + "}}", str(meta.get(field.lower(), "")))
+    return json.loads(text)
 
 
 _MODEL_ONLY = {
@@ -302,8 +322,12 @@ SERVERS: dict[str, tuple[str | None, str]] = {
 _LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
+def _argv(c: dict[str, Any]) -> list[str]:
+    return [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+
+
 def _server_name(c: dict[str, Any]) -> str:
-    argv = [*(c.get("command") or []), *(c.get("args") or [])]
+    argv = _argv(c)
     if argv[:2] == ["python", "-m"] and len(argv) > 2:
         return str(argv[2])
     ref = str(c.get("image", "")).split("@")[0]
@@ -326,8 +350,7 @@ def listen_host(c: dict[str, Any]) -> tuple[str, str] | None:
     if known is None:
         return None
     flag, default = known
-    argv = [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
-    value = _flag_value(argv, flag) if flag else None
+    value = _flag_value(_argv(c), flag) if flag else None
     how = f"{flag} {value}" if value is not None else f"its default {default}"
     address = default if value is None else value
     if flag == "--address":  # host:port
@@ -529,6 +552,52 @@ def check_store_settings(objs: list[Manifest]) -> list[str]:
     return out
 
 
+def check_model_name(objs: list[Manifest]) -> list[str]:
+    """Every reference to the served model says the name in ConfigMap driftloop-model:
+    the InferenceService's name and storageUri, the predictor's --model_name, the drift
+    job's --model and the deploy Role's resourceNames."""
+    found = find(objs, "ConfigMap", "driftloop-model")
+    if not found:
+        return ["(build): ConfigMap/driftloop-model: missing (base/model.yaml names the model)"]
+    cm = found[0]
+    name = cm.obj.get("data", {}).get("name")
+    if not name:
+        return [cm.problem("data.name", "empty: the name of the model the stack serves")]
+    fix = "include components/model-name in the overlay that sets driftloop-model"
+    out = []
+
+    def want(m: Manifest, field: str, got: Any) -> None:
+        if got != name:
+            out.append(
+                m.problem(
+                    field, f"{got!r} is not the model driftloop-model names ({name!r}): {fix}"
+                )
+            )
+
+    store = find(objs, "ConfigMap", "driftloop-settings")
+    prefix = store[0].obj["data"]["DRIFTLOOP_STORE_URI"].rstrip("/") + "/models/" if store else ""
+    isvcs = find(objs, "InferenceService")
+    if len(isvcs) != 1:
+        out.append(cm.problem("data.name", f"{len(isvcs)} InferenceServices; the stack serves one"))
+    for m in isvcs:
+        want(m, "metadata.name", m.name)
+        uri = m.obj["spec"]["predictor"].get("model", {}).get("storageUri", "")
+        model = uri.removeprefix(prefix).split("/")[0] if uri.startswith(prefix) else uri
+        want(m, "spec.predictor.model.storageUri", model)
+        for path, c, _ in containers(m, objs):
+            if _server_name(c) == "serving":
+                want(m, f"{path}.args --model_name", _flag_value(_argv(c), "--model_name"))
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            if _server_name(c) == "monitoring.job":
+                want(m, f"{path}.args --model", _flag_value(_argv(c), "--model"))
+        for i, rule in enumerate(m.obj.get("rules", []) if m.kind == "Role" else []):
+            if "inferenceservices" in rule.get("resources", []):  # exactly the one, by name
+                names = rule.get("resourceNames") or []
+                want(m, f"rules[{i}].resourceNames", names[0] if len(names) == 1 else names)
+    return out
+
+
 ALL_CHECKS = (
     check_kubernetes_schemas,
     check_crd_schemas,
@@ -540,6 +609,7 @@ ALL_CHECKS = (
     check_service_accounts,
     check_rbac,
     check_store_settings,
+    check_model_name,
 )
 
 

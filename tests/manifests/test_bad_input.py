@@ -96,12 +96,12 @@ def test_inference_service_schema_failure_names_object_and_field(tree):
 
 
 def test_inference_service_reports_every_schema_failure(tree):
-    edit(tree / "manifests/base/serving.yaml", "storageUri:", "storageURI:")
+    edit(tree / "manifests/base/serving.yaml", "modelFormat:", "modelFormats:")
     edit(tree / "manifests/base/serving.yaml", "minReplicas: 1", "minReplicas: one")
     msg = problems(tree)
     assert (
         "InferenceService/bike-sharing: spec.predictor.model: Additional properties are not "
-        "allowed ('storageURI' was unexpected)"
+        "allowed ('modelFormats' was unexpected)"
     ) in msg
     assert "InferenceService/bike-sharing: spec.predictor.minReplicas: 'one' is not of type" in msg
 
@@ -189,11 +189,35 @@ def test_store_settings_and_kserve_annotations_must_agree(tree):
     ) in problems(tree, "prod")
 
 
-def test_deploy_role_follows_the_inference_service_name(tree):
-    edit(tree / "manifests/base/serving.yaml", "  name: bike-sharing\n", "  name: bikes-eu\n")
-    objs = checks.build(tree / "manifests" / "overlays" / "prod")
-    (role,) = checks.find(objs, "Role", "driftloop-deploy")
-    assert role.obj["rules"][0]["resourceNames"] == ["bikes-eu"]
+def test_setting_the_model_without_the_component_is_refused(tree):
+    """Base ran the replacements before the overlay changed the name: nothing followed."""
+    with (tree / "manifests/overlays/dev/kustomization.yaml").open("a") as f:
+        f.write(
+            "configMapGenerator:\n"
+            "  - name: driftloop-model\n"
+            "    behavior: merge\n"
+            "    literals: [name=churn]\n"
+        )
+    msg = problems(tree)
+    assert (
+        "manifests/base/serving.yaml InferenceService/bike-sharing: metadata.name: "
+        "'bike-sharing' is not the model driftloop-model names ('churn'): "
+        "include components/model-name in the overlay that sets driftloop-model"
+    ) in msg
+    assert "Role/driftloop-deploy: rules[0].resourceNames: 'bike-sharing' is not" in msg
+
+
+def test_reordered_args_break_no_reference_silently(tree):
+    """The replacement writes args by index: moving --model is caught, not deployed."""
+    edit(
+        tree / "manifests/base/drift-job.yaml",
+        "args: [--model, MODEL, --trigger, kfp]",
+        "args: [--trigger, kfp, --model, MODEL]",
+    )
+    assert (
+        "CronJob/driftloop-drift: spec.jobTemplate.spec.template.spec.containers[drift].args "
+        "--model: 'MODEL' is not the model driftloop-model names ('bike-sharing')"
+    ) in problems(tree)
 
 
 def test_collector_on_loopback_is_refused(tree):

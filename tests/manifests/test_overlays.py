@@ -7,6 +7,7 @@ KServe's CRD schemas copied into schemas/. The checking logic lives in checks.py
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def test_loop_objects_are_present(overlay):
     for want in [
         ("Namespace", "driftloop"),
         ("ConfigMap", "driftloop-settings"),
+        ("ConfigMap", "driftloop-model"),
         ("ServiceAccount", "driftloop-models"),
         ("ServingRuntime", "driftloop"),
         ("InferenceService", MODEL),
@@ -127,11 +129,13 @@ def test_entrypoints_match_the_image_contract():
         "serving",
         "--model_dir",
         "/mnt/models",
-        "--model_name",
-        MODEL,
+        "--model_name={{.Name}}",  # KServe fills in the InferenceService's name
         "--http_port",
         "8080",
     ]
+    (isvc,) = checks.find(objs, "InferenceService", MODEL)
+    ((_, predictor, _),) = checks.containers(isvc, objs)
+    assert predictor["args"][2] == f"--model_name={MODEL}"
     assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
@@ -150,7 +154,7 @@ def test_entrypoints_match_the_image_contract():
     assert cron.obj["spec"]["concurrencyPolicy"] == "Forbid"
     job = cron.obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert job["serviceAccountName"] == "driftloop-drift"
-    assert job["containers"][0]["command"] == [
+    assert job["containers"][0]["command"] + job["containers"][0]["args"] == [
         "python",
         "-m",
         "monitoring.job",
@@ -204,6 +208,53 @@ def test_resolve_url_accepts_the_in_namespace_forms_only():
         "http://minio.driftloop.svc.cluster.local",
     ):
         assert checks.resolve_url(url, objs, "driftloop") is None, url
+
+
+# --- any model, one value ------------------------------------------------------------------
+
+
+def test_the_model_name_is_written_once_in_the_manifests():
+    """base/model.yaml holds it; everything else refers to it (or to KServe's {{.Name}})."""
+    hits = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "manifests").rglob("*.yaml"))
+        for line in path.read_text().splitlines()
+        if MODEL in line and not line.lstrip().startswith("#")
+    ]
+    assert hits == ["manifests/base/model.yaml"]
+
+
+def test_a_second_model_is_one_value_in_an_overlay(tmp_path):
+    """A user's overlay elsewhere, on top of driftloop's dev overlay, sets only the name."""
+    overlay = tmp_path / "manifests" / "overlays" / "churn"
+    overlay.mkdir(parents=True)
+    driftloop = os.path.relpath(ROOT / "manifests", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources: [{driftloop}/overlays/dev]\n"
+        f"components: [{driftloop}/components/model-name]\n"
+        "configMapGenerator:\n"
+        "  - name: driftloop-model\n"
+        "    behavior: merge\n"
+        "    literals: [name=churn]\n"
+    )
+    objs = checks.build(overlay)
+    text = yaml.safe_dump_all([m.obj for m in objs])
+    assert MODEL not in text and "MODEL" not in text
+    (isvc,) = checks.find(objs, "InferenceService")
+    assert isvc.name == "churn"
+    assert isvc.obj["spec"]["predictor"]["model"]["storageUri"] == (
+        "s3://driftloop/store/models/churn/versions/1"
+    )
+    ((_, predictor, _),) = checks.containers(isvc, objs)
+    assert "--model_name=churn" in predictor["args"]
+    (cron,) = checks.find(objs, "CronJob", "driftloop-drift")
+    job = cron.obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert job["args"][:2] == ["--model", "churn"]
+    assert rules(objs, "driftloop-deploy")[0]["resourceNames"] == ["churn"]
+    # Everything else still holds: schemas, security, selectors, store settings, ...
+    assert [p for check in checks.ALL_CHECKS for p in check(objs)] == []
 
 
 # --- RBAC: exactly what each identity needs -------------------------------------------------
