@@ -103,6 +103,23 @@ def test_settings_configmap_holds_every_cluster_setting():
         assert cm.obj["data"]["DRIFTLOOP_KFP_NAMESPACE"] == "driftloop"  # where pipeline pods run
 
 
+def test_code_defaults_name_what_the_manifests_deploy():
+    """One namespace, one settings ConfigMap, one Secret: the code's constants and
+    defaults say the same as every overlay."""
+    from driftloop.deploy import NAMESPACE
+    from driftloop.settings import Settings
+    from pipelines.training import ISVC_NAMESPACE, S3_SECRET, SETTINGS_CONFIGMAP
+
+    assert Settings.model_fields["kfp_namespace"].default == NAMESPACE == ISVC_NAMESPACE
+    for overlay in OVERLAYS:
+        objs = built(overlay)
+        (cm,) = checks.find(objs, "ConfigMap", SETTINGS_CONFIGMAP)
+        assert cm.obj["data"]["DRIFTLOOP_KFP_NAMESPACE"] == NAMESPACE, overlay
+        assert {m.namespace for m in objs if m.kind != "Namespace"} == {NAMESPACE}, overlay
+        (sa,) = checks.find(objs, "ServiceAccount", "driftloop-models")
+        assert sa.obj["secrets"] == [{"name": S3_SECRET}], overlay
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_driftloop_container_reads_the_settings(overlay):
     objs = built(overlay)
