@@ -6,6 +6,7 @@ KServe's CRD schemas copied into schemas/. The checking logic lives in checks.py
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import re
@@ -108,16 +109,25 @@ def test_code_defaults_name_what_the_manifests_deploy():
     defaults say the same as every overlay."""
     from driftloop.deploy import NAMESPACE
     from driftloop.settings import Settings
-    from pipelines.training import ISVC_NAMESPACE, S3_SECRET, SETTINGS_CONFIGMAP
 
-    assert Settings.model_fields["kfp_namespace"].default == NAMESPACE == ISVC_NAMESPACE
+    # pipelines/training.py's constants, read without importing it (that pulls in torch).
+    tree = ast.parse((ROOT / "pipelines" / "training.py").read_text())
+    pipeline = {
+        t.id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name) and t.id in ("ISVC_NAMESPACE", "S3_SECRET", "SETTINGS_CONFIGMAP")
+    }
+    assert Settings.model_fields["kfp_namespace"].default == NAMESPACE
+    assert pipeline["ISVC_NAMESPACE"] == NAMESPACE
     for overlay in OVERLAYS:
         objs = built(overlay)
-        (cm,) = checks.find(objs, "ConfigMap", SETTINGS_CONFIGMAP)
+        (cm,) = checks.find(objs, "ConfigMap", pipeline["SETTINGS_CONFIGMAP"])
         assert cm.obj["data"]["DRIFTLOOP_KFP_NAMESPACE"] == NAMESPACE, overlay
         assert {m.namespace for m in objs if m.kind != "Namespace"} == {NAMESPACE}, overlay
         (sa,) = checks.find(objs, "ServiceAccount", "driftloop-models")
-        assert sa.obj["secrets"] == [{"name": S3_SECRET}], overlay
+        assert sa.obj["secrets"] == [{"name": pipeline["S3_SECRET"]}], overlay
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
