@@ -15,6 +15,7 @@ import copy
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -598,6 +599,161 @@ def check_model_name(objs: list[Manifest]) -> list[str]:
     return out
 
 
+# 5. Scanner rules, with their exceptions -----------------------------------------------
+#
+# Four of checkov's Kubernetes checks, on everything the build runs (the InferenceService's
+# predictor too, which checkov does not read). An object is exempt from one only with the
+# annotation checkov itself honours, ``checkov.io/skip<N>: <ID>=<reason>`` in its metadata
+# (checkov/kubernetes/kubernetes_utils.py ``get_skipped_checks``); unlike checkov, these
+# checks want the reason. For the predictor's container the InferenceService's annotations
+# and its ServingRuntime's count (the runtime is where the container is written).
+
+SKIP_PREFIX = "checkov.io/skip"
+TOKEN, SECRET_ENV, DIGEST, PULL = "CKV_K8S_38", "CKV_K8S_35", "CKV_K8S_43", "CKV_K8S_15"
+
+
+CHECK_ID = re.compile(r"CKV2?_K8S_\d+")
+
+
+def exemptions(m: Manifest) -> dict[str, str]:
+    """{check id: reason} from the object's skip annotations that checkov reads as written
+    and that give a reason."""
+    out = {}
+    for key, value in (m.obj["metadata"].get("annotations") or {}).items():
+        if key.startswith(SKIP_PREFIX) and str(value).count("=") == 1:
+            check, reason = str(value).split("=")
+            if CHECK_ID.fullmatch(check) and reason.strip():
+                out[check] = reason.strip()
+    return out
+
+
+def _exempt(m: Manifest, objs: list[Manifest], check: str, container: bool = True) -> bool:
+    owners = [m]
+    if container and m.kind == "InferenceService":
+        runtime = m.obj["spec"]["predictor"].get("model", {}).get("runtime")
+        owners += find(objs, "ServingRuntime", runtime)
+    return any(check in exemptions(o) for o in owners)
+
+
+def _unless_exempt(check: str) -> str:
+    return f"({check}; or exempt the object: {SKIP_PREFIX}<N>: {check}=<why>)"
+
+
+def check_exemptions(objs: list[Manifest]) -> list[str]:
+    """Every skip annotation names one check and gives a reason (checkov splits the value
+    on "=", so a reason must not contain one)."""
+    out = []
+    for m in objs:
+        for key, value in (m.obj["metadata"].get("annotations") or {}).items():
+            if not key.startswith(SKIP_PREFIX):
+                continue
+            check, _, reason = str(value).partition("=")
+            where = f"metadata.annotations.{key}"
+            if not CHECK_ID.fullmatch(check):
+                out.append(m.problem(where, f"{check!r} is not a checkov check id"))
+            elif not reason.strip():
+                out.append(
+                    m.problem(where, f"exempts from {check} without a reason: {check}=<why>")
+                )
+            elif "=" in reason:
+                out.append(
+                    m.problem(where, 'the reason must not contain "=" (checkov fails on it)')
+                )
+    return out
+
+
+def check_token_automount(objs: list[Manifest]) -> list[str]:
+    """CKV_K8S_38: no Kubernetes API token in pods, set on the pod spec itself (the
+    ServiceAccount's setting is not enough for the scanner, and a later SA edit would
+    undo it)."""
+    out = []
+    for m in objs:
+        for path, pod in pod_specs(m, objs):
+            if pod.get("automountServiceAccountToken") is not False and not _exempt(
+                m, objs, TOKEN, container=False
+            ):
+                out.append(
+                    m.problem(
+                        f"{path}.automountServiceAccountToken",
+                        f"want false: the pod gets an API token {_unless_exempt(TOKEN)}",
+                    )
+                )
+    return out
+
+
+def check_secrets_as_files(objs: list[Manifest]) -> list[str]:
+    """CKV_K8S_35: Secrets reach containers as mounted files, not environment variables."""
+    out = []
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            if _exempt(m, objs, SECRET_ENV):
+                continue
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    out.append(
+                        m.problem(
+                            f"{path}.env[{e['name']}]",
+                            f"Secret {ref.get('name')!r} as an environment variable: mount it "
+                            f"{_unless_exempt(SECRET_ENV)}",
+                        )
+                    )
+            for i, ef in enumerate(c.get("envFrom") or []):
+                if "secretRef" in ef:
+                    out.append(
+                        m.problem(
+                            f"{path}.envFrom[{i}]",
+                            f"Secret {ef['secretRef'].get('name')!r} as environment variables: "
+                            f"mount it {_unless_exempt(SECRET_ENV)}",
+                        )
+                    )
+    return out
+
+
+def _has_digest(image: str) -> bool:
+    return "@sha256:" in image
+
+
+def check_image_digests(objs: list[Manifest]) -> list[str]:
+    """CKV_K8S_43: images by digest (what runs cannot change under the same name)."""
+    out = []
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            image = str(c.get("image", ""))
+            if not _has_digest(image) and not _exempt(m, objs, DIGEST):
+                out.append(
+                    m.problem(f"{path}.image", f"{image!r} has no digest {_unless_exempt(DIGEST)}")
+                )
+    return out
+
+
+def check_pull_policy(objs: list[Manifest]) -> list[str]:
+    """CKV_K8S_15, matched to the reference: a tag is pulled Always (every node runs what
+    the registry holds for it, not a stale cache); a digest IfNotPresent (it cannot
+    change, so a pull on every start buys nothing but a registry dependency)."""
+    out = []
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            image, policy = str(c.get("image", "")), c.get("imagePullPolicy", "unset")
+            if _exempt(m, objs, PULL):
+                continue
+            if _has_digest(image):
+                if policy not in ("unset", "IfNotPresent"):
+                    out.append(
+                        m.problem(
+                            f"{path}.imagePullPolicy", f"{policy}: want IfNotPresent for a digest"
+                        )
+                    )
+            elif policy != "Always":
+                out.append(
+                    m.problem(
+                        f"{path}.imagePullPolicy",
+                        f"{policy}: want Always for a tag {_unless_exempt(PULL)}",
+                    )
+                )
+    return out
+
+
 ALL_CHECKS = (
     check_kubernetes_schemas,
     check_crd_schemas,
@@ -610,6 +766,11 @@ ALL_CHECKS = (
     check_rbac,
     check_store_settings,
     check_model_name,
+    check_exemptions,
+    check_token_automount,
+    check_secrets_as_files,
+    check_image_digests,
+    check_pull_policy,
 )
 
 

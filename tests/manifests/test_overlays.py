@@ -130,17 +130,53 @@ def test_code_defaults_name_what_the_manifests_deploy():
         assert sa.obj["secrets"] == [{"name": pipeline["S3_SECRET"]}], overlay
 
 
+def secret_dir(c: dict, pod: dict, secret: str = "driftloop-s3") -> str | None:
+    """Where the container has the Secret mounted read-only, if it has."""
+    volumes = {
+        v["name"] for v in pod.get("volumes", []) if v.get("secret", {}).get("secretName") == secret
+    }
+    dirs = [
+        vm["mountPath"]
+        for vm in c.get("volumeMounts", [])
+        if vm["name"] in volumes and vm.get("readOnly")
+    ]
+    return dirs[0] if len(dirs) == 1 else None
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_driftloop_container_reads_the_settings(overlay):
+def test_every_driftloop_container_reads_the_settings_and_the_credentials_as_files(overlay):
     objs = built(overlay)
     for m in objs:
-        for path, c, _ in checks.containers(m, objs):
+        for path, c, pod in checks.containers(m, objs):
             if not c["image"].startswith(IMAGE_NAME):
                 continue
-            refs = c.get("envFrom", [])
-            assert {"configMapRef": {"name": "driftloop-settings"}} in refs, f"{m.name} {path}"
-            if m.kind != "InferenceService":  # the predictor reads /mnt/models, not the store
-                assert {"secretRef": {"name": "driftloop-s3"}} in refs, f"{m.name} {path}"
+            where = f"{m.name} {path}"
+            assert c["envFrom"] == [{"configMapRef": {"name": "driftloop-settings"}}], where
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if m.kind == "InferenceService":  # the predictor reads /mnt/models, not the store
+                assert secret_dir(c, pod) is None and "DRIFTLOOP_SECRETS_DIR" not in env, where
+            else:
+                assert secret_dir(c, pod) is not None, where
+                assert env["DRIFTLOOP_SECRETS_DIR"] == secret_dir(c, pod), where
+
+
+def test_minio_reads_its_root_credentials_from_the_mounted_secret():
+    objs = built("dev")
+    (minio,) = checks.find(objs, "Deployment", "minio")
+    pod = minio.obj["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert not [e for e in env.values() if "valueFrom" in e]
+    mounted = secret_dir(c, pod)
+    assert env["MINIO_ROOT_USER_FILE"]["value"] == f"{mounted}/AWS_ACCESS_KEY_ID"
+    assert env["MINIO_ROOT_PASSWORD_FILE"]["value"] == f"{mounted}/AWS_SECRET_ACCESS_KEY"
+    # Both keys are listed, so a Secret without one fails the mount: MinIO would
+    # otherwise start with its default root credentials.
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert {i["key"]: i["path"] for i in volume["secret"]["items"]} == {
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    }
 
 
 # --- entrypoints and the KServe wiring ----------------------------------------------------
