@@ -91,7 +91,8 @@ def build(overlay: Path) -> list[Manifest]:
     overlay itself stays free of build metadata; they are stripped from the result.
     """
     overlay = overlay.resolve()
-    tree = overlay.parents[2]  # <tree>/manifests/overlays/<env>
+    # <tree>/manifests/overlays/<env>; any other overlay is shown from its parent
+    tree = overlay.parents[2] if overlay.parent.name == "overlays" else overlay.parent
     with tempfile.TemporaryDirectory() as wrap:
         rel = os.path.relpath(overlay, wrap)
         Path(wrap, "kustomization.yaml").write_text(
@@ -564,7 +565,10 @@ def check_model_name(objs: list[Manifest]) -> list[str]:
     name = cm.obj.get("data", {}).get("name")
     if not name:
         return [cm.problem("data.name", "empty: the name of the model the stack serves")]
-    fix = "include components/model-name in the overlay that sets driftloop-model"
+    fix = (
+        "the overlay that sets it must include components/model-name and set it with a "
+        "configMapGenerator merge (patches run after components)"
+    )
     out = []
 
     def want(m: Manifest, field: str, got: Any) -> None:

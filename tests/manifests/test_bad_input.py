@@ -203,7 +203,7 @@ def test_setting_the_model_without_the_component_is_refused(tree):
     assert (
         "manifests/base/serving.yaml InferenceService/bike-sharing: metadata.name: "
         "'bike-sharing' is not the model driftloop-model names ('churn'): "
-        "include components/model-name in the overlay that sets driftloop-model"
+        "the overlay that sets it must include components/model-name"
     ) in msg
     assert "Role/driftloop-deploy: rules[0].resourceNames: 'bike-sharing' is not" in msg
 

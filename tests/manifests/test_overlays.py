@@ -289,8 +289,8 @@ def test_the_model_name_is_written_once_in_the_manifests():
 
 def test_a_second_model_is_one_value_in_an_overlay(tmp_path):
     """A user's overlay elsewhere, on top of driftloop's dev overlay, sets only the name."""
-    overlay = tmp_path / "manifests" / "overlays" / "churn"
-    overlay.mkdir(parents=True)
+    overlay = tmp_path / "my-stack"
+    overlay.mkdir()
     driftloop = os.path.relpath(ROOT / "manifests", overlay)
     (overlay / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\n"
