@@ -1,17 +1,30 @@
 """One settings object per process, built and validated at the entry point and passed down.
 
-Values come from ``DRIFTLOOP_*`` environment variables, then an optional YAML file named by
-``DRIFTLOOP_CONFIG``; defaults run everything on one machine with no cluster. S3
-credentials also accept the ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` names, so the
-one Secret that KServe's storage initializer reads serves driftloop's pods too.
+Values come from ``DRIFTLOOP_*`` environment variables, then files in the directory named by
+``DRIFTLOOP_SECRETS_DIR`` (if set), then an optional YAML file named by ``DRIFTLOOP_CONFIG``;
+defaults run everything on one machine with no cluster. S3 credentials also accept the
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` names, so the one Secret that KServe's
+storage initializer reads serves driftloop's pods too.
+
+In the cluster that Secret is mounted as a read-only volume and ``DRIFTLOOP_SECRETS_DIR``
+points at it: each file is named after a setting's environment name (``AWS_ACCESS_KEY_ID``,
+``DRIFTLOOP_S3_SECRET_KEY``, ...; case-insensitive) and holds its value, so credentials
+never sit in the process environment. On a laptop, environment variables keep working.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from driftloop.config import field_error, read_yaml_mapping
 from driftloop.errors import ConfigError
@@ -38,7 +51,9 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     image: str = IMAGE  # override only to run a fork's image
     kfp_host: str | None = None  # e.g. http://ml-pipeline-ui.kubeflow or a KFP endpoint URL
-    kfp_namespace: str = "kubeflow"
+    # The KFP user namespace runs are created in. driftloop's manifests put serving,
+    # monitoring and the pipeline pods in one namespace, "driftloop" (docs/cluster.md).
+    kfp_namespace: str = "driftloop"
 
     @field_validator("store_uri")
     @classmethod
@@ -56,18 +71,31 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            _secret_files(settings_cls),
+            _YamlFileSource(settings_cls),
+        )
+
+
+def _secret_files(settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource:
+    """Files in DRIFTLOOP_SECRETS_DIR (a mounted Secret), one per setting; none if unset."""
+    path = os.environ.get("DRIFTLOOP_SECRETS_DIR") or None
+    if path is not None and not Path(path).is_dir():
+        raise ConfigError(
+            f"DRIFTLOOP_SECRETS_DIR {path!r} is not a directory: mount the Secret there or unset it"
+        )
+    return SecretsSettingsSource(settings_cls, secrets_dir=path)
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
-    """Reads the YAML file named by DRIFTLOOP_CONFIG, if any (lowest precedence after env)."""
+    """Reads the YAML file named by DRIFTLOOP_CONFIG, if any (lowest precedence)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        import os
-
         path = os.environ.get("DRIFTLOOP_CONFIG")
         if not path:
             return {}

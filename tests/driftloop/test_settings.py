@@ -33,3 +33,49 @@ def test_bad_values_are_one_config_error(monkeypatch, tmp_path):
     monkeypatch.setenv("DRIFTLOOP_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="config file .*missing.yaml does not exist"):
         load_settings()
+
+
+CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "DRIFTLOOP_S3_ACCESS_KEY",
+    "DRIFTLOOP_S3_SECRET_KEY",
+    "DRIFTLOOP_CONFIG",
+)
+
+
+def _mounted_secret(root, files):
+    """The layout the kubelet gives a Secret volume: each key a symlink into ..data/."""
+    stamp = root / "..2026_01_01_00_00_00.000000001"
+    stamp.mkdir(parents=True)
+    for name, value in files.items():
+        (stamp / name).write_text(value)
+        (root / name).symlink_to(f"..data/{name}")
+    (root / "..data").symlink_to(stamp.name)
+    return root
+
+
+def test_credentials_from_a_mounted_secret(monkeypatch, tmp_path):
+    for k in CREDENTIAL_ENV:
+        monkeypatch.delenv(k, raising=False)
+    secret = _mounted_secret(
+        tmp_path / "s3", {"AWS_ACCESS_KEY_ID": "driftloop\n", "AWS_SECRET_ACCESS_KEY": "s3cr3t\n"}
+    )
+    monkeypatch.setenv("DRIFTLOOP_SECRETS_DIR", str(secret))
+    s = load_settings()
+    assert s.s3_access_key.get_secret_value() == "driftloop"  # trailing newline dropped
+    assert s.s3_secret_key.get_secret_value() == "s3cr3t"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")  # env still beats the files
+    assert load_settings().s3_access_key.get_secret_value() == "from-env"
+
+
+def test_secrets_dir_is_off_by_default_and_must_exist_when_set(monkeypatch, tmp_path):
+    for k in CREDENTIAL_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.delenv("DRIFTLOOP_SECRETS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "AWS_ACCESS_KEY_ID").write_text("not-read")  # no directory is read unasked
+    assert load_settings().s3_access_key is None
+    monkeypatch.setenv("DRIFTLOOP_SECRETS_DIR", str(tmp_path / "not-mounted"))
+    with pytest.raises(ConfigError, match="DRIFTLOOP_SECRETS_DIR .*not-mounted.* not a directory"):
+        load_settings()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from driftloop.image import IMAGE, IMAGE_NAME
 
 K8S_VERSION = "1.32"
 SCHEMAS = Path(__file__).parent / "schemas"
+REPO = Path(__file__).resolve().parents[2]
 # Custom resources validated against the KServe CRDs copied into schemas/.
 CRD_FILES = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
@@ -88,7 +91,8 @@ def build(overlay: Path) -> list[Manifest]:
     overlay itself stays free of build metadata; they are stripped from the result.
     """
     overlay = overlay.resolve()
-    tree = overlay.parents[2]  # <tree>/manifests/overlays/<env>
+    # <tree>/manifests/overlays/<env>; any other overlay is shown from its parent
+    tree = overlay.parents[2] if overlay.parent.name == "overlays" else overlay.parent
     with tempfile.TemporaryDirectory() as wrap:
         rel = os.path.relpath(overlay, wrap)
         Path(wrap, "kustomization.yaml").write_text(
@@ -107,10 +111,17 @@ def build(overlay: Path) -> list[Manifest]:
             if not annotations:
                 obj["metadata"].pop("annotations", None)
             where = Path(os.path.normpath(Path(wrap) / origin))
-            out.append(
-                Manifest(obj, str(where.relative_to(tree)) if where.is_absolute() else origin)
-            )
+            out.append(Manifest(obj, _shown(where, tree) if where.is_absolute() else origin))
     return out
+
+
+def _shown(path: Path, tree: Path) -> str:
+    """A source file relative to the overlay's tree, else to this repository (an overlay
+    elsewhere that builds on driftloop's manifests), else as it is."""
+    for root in (tree, REPO):
+        if path.is_relative_to(root):
+            return str(path.relative_to(root))
+    return str(path)
 
 
 # 2. Schemas ----------------------------------------------------------------------------
@@ -182,7 +193,9 @@ def check_crd_schemas(objs: list[Manifest]) -> list[str]:
 def pod_specs(m: Manifest, objs: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(field path, pod spec) of every pod the object makes. For an InferenceService the
     predictor is the pod spec, with the ServingRuntime's container and volumes merged in
-    the way KServe merges them (the model spec's fields win)."""
+    the way KServe merges them (the model spec's fields win) and the runtime's ``{{.Name}}``
+    and ``{{.Namespace}}`` filled in from the InferenceService, as KServe's
+    ``ReplacePlaceholders`` does."""
     spec = m.obj.get("spec", {})
     if m.kind == "CronJob":
         yield "spec.jobTemplate.spec.template.spec", spec["jobTemplate"]["spec"]["template"]["spec"]
@@ -199,9 +212,18 @@ def pod_specs(m: Manifest, objs: list[Manifest]) -> Iterator[tuple[str, dict[str
             rt = runtimes[0].obj["spec"] if runtimes else {"containers": [{}]}
             base = rt["containers"][0]
             merged = {**base, **{k: v for k, v in model.items() if k not in _MODEL_ONLY}}
-            pod["containers"] = [merged, *rt["containers"][1:]]
+            pod["containers"] = [_fill_in(merged, m.obj["metadata"]), *rt["containers"][1:]]
             pod["volumes"] = [*rt.get("volumes", []), *pred.get("volumes", [])]
         yield "spec.predictor", pod
+
+
+def _fill_in(container: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    # KServe renders the container's JSON as a Go template over the InferenceService's
+    # metadata; these two fields are all the manifests use.
+    text = json.dumps(container)
+    for field in ("Name", "Namespace"):
+        text = text.replace("{{." + field + "}}", str(meta.get(field.lower(), "")))
+    return json.loads(text)
 
 
 _MODEL_ONLY = {
@@ -287,6 +309,87 @@ def _writable_tmp(c: dict[str, Any], pod: dict[str, Any]) -> bool:
     return any(
         vm["mountPath"] == "/tmp" and vm["name"] in empty for vm in c.get("volumeMounts") or []
     )
+
+
+# How each server the manifests start picks its listen address: the flag that sets it
+# (None: there is none) and what it binds without the flag. Keyed by `python -m <module>`
+# or, for third-party images, the image name.
+SERVERS: dict[str, tuple[str | None, str]] = {
+    "monitoring.collector": ("--host", "127.0.0.1"),  # monitoring/collector.py add_arguments
+    # kserve 0.21 ModelServer: RESTServer runs uvicorn with host="0.0.0.0", no flag for it
+    # (kserve/protocol/rest/server.py).
+    "serving": (None, "0.0.0.0"),
+    "quay.io/minio/minio": ("--address", ":9000"),  # host:port; an empty host is every address
+}
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def _argv(c: dict[str, Any]) -> list[str]:
+    return [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+
+
+def _server_name(c: dict[str, Any]) -> str:
+    argv = _argv(c)
+    if argv[:2] == ["python", "-m"] and len(argv) > 2:
+        return str(argv[2])
+    ref = str(c.get("image", "")).split("@")[0]
+    head, _, last = ref.rpartition("/")
+    return f"{head}/{last.split(':')[0]}" if head else last.split(":")[0]
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def listen_host(c: dict[str, Any]) -> tuple[str, str] | None:
+    """(host, how it was decided) for a known server container, None if it is unknown."""
+    known = SERVERS.get(_server_name(c))
+    if known is None:
+        return None
+    flag, default = known
+    value = _flag_value(_argv(c), flag) if flag else None
+    how = f"{flag} {value}" if value is not None else f"its default {default}"
+    address = default if value is None else value
+    if flag == "--address":  # host:port
+        address = address.rpartition(":")[0]
+    if address.startswith("$(") and address.endswith(")"):  # expanded by the kubelet
+        env = {e["name"]: e for e in c.get("env") or []}
+        ref = env.get(address[2:-1], {}).get("valueFrom", {}).get("fieldRef", {})
+        address = "pod IP" if ref.get("fieldPath") == "status.podIP" else address
+    return address, how
+
+
+def check_listen_addresses(objs: list[Manifest]) -> list[str]:
+    """Every container that declares a port runs a server known to bind a pod address
+    (not loopback): otherwise its Service, probes and callers reach nothing."""
+    out = []
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            if not c.get("ports"):
+                continue
+            found = listen_host(c)
+            if found is None:
+                out.append(
+                    m.problem(
+                        f"{path}.command",
+                        f"{_server_name(c)!r} listens on a port, but checks.SERVERS does not "
+                        "say how it picks its address",
+                    )
+                )
+            elif found[0].startswith(_LOOPBACK):
+                out.append(
+                    m.problem(
+                        f"{path}.args",
+                        f"{_server_name(c)} binds {found[0]} ({found[1]}): loopback only, "
+                        "unreachable from the Service and the probes (pass --host 0.0.0.0)",
+                    )
+                )
+    return out
 
 
 # 4. Cross-object references --------------------------------------------------------------
@@ -451,16 +554,227 @@ def check_store_settings(objs: list[Manifest]) -> list[str]:
     return out
 
 
+def check_model_name(objs: list[Manifest]) -> list[str]:
+    """Every reference to the served model says the name in ConfigMap driftloop-model:
+    the InferenceService's name and storageUri, the predictor's --model_name, the drift
+    job's --model and the deploy Role's resourceNames."""
+    found = find(objs, "ConfigMap", "driftloop-model")
+    if not found:
+        return ["(build): ConfigMap/driftloop-model: missing (base/model.yaml names the model)"]
+    cm = found[0]
+    name = cm.obj.get("data", {}).get("name")
+    if not name:
+        return [cm.problem("data.name", "empty: the name of the model the stack serves")]
+    fix = (
+        "the overlay that sets it must include components/model-name and set it with a "
+        "configMapGenerator merge (patches run after components)"
+    )
+    out = []
+
+    def want(m: Manifest, field: str, got: Any) -> None:
+        if got != name:
+            out.append(
+                m.problem(
+                    field, f"{got!r} is not the model driftloop-model names ({name!r}): {fix}"
+                )
+            )
+
+    store = find(objs, "ConfigMap", "driftloop-settings")
+    prefix = store[0].obj["data"]["DRIFTLOOP_STORE_URI"].rstrip("/") + "/models/" if store else ""
+    isvcs = find(objs, "InferenceService")
+    if len(isvcs) != 1:
+        out.append(cm.problem("data.name", f"{len(isvcs)} InferenceServices; the stack serves one"))
+    for m in isvcs:
+        want(m, "metadata.name", m.name)
+        uri = m.obj["spec"]["predictor"].get("model", {}).get("storageUri", "")
+        model = uri.removeprefix(prefix).split("/")[0] if uri.startswith(prefix) else uri
+        want(m, "spec.predictor.model.storageUri", model)
+        for path, c, _ in containers(m, objs):
+            if _server_name(c) == "serving":
+                want(m, f"{path}.args --model_name", _flag_value(_argv(c), "--model_name"))
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            if _server_name(c) == "monitoring.job":
+                want(m, f"{path}.args --model", _flag_value(_argv(c), "--model"))
+        for i, rule in enumerate(m.obj.get("rules", []) if m.kind == "Role" else []):
+            if "inferenceservices" in rule.get("resources", []):  # exactly the one, by name
+                names = rule.get("resourceNames") or []
+                want(m, f"rules[{i}].resourceNames", names[0] if len(names) == 1 else names)
+    return out
+
+
+# 5. Scanner rules, with their exceptions -----------------------------------------------
+#
+# Four of checkov's Kubernetes checks, on everything the build runs (the InferenceService's
+# predictor too, which checkov does not read). An object is exempt from one only with the
+# annotation checkov itself honours, ``checkov.io/skip<N>: <ID>=<reason>`` in its metadata
+# (checkov/kubernetes/kubernetes_utils.py ``get_skipped_checks``); unlike checkov, these
+# checks want the reason. For the predictor's container the InferenceService's annotations
+# and its ServingRuntime's count (the runtime is where the container is written).
+
+SKIP_PREFIX = "checkov.io/skip"
+TOKEN, SECRET_ENV, DIGEST, PULL = "CKV_K8S_38", "CKV_K8S_35", "CKV_K8S_43", "CKV_K8S_15"
+
+
+CHECK_ID = re.compile(r"CKV2?_K8S_\d+")
+
+
+def exemptions(m: Manifest) -> dict[str, str]:
+    """{check id: reason} from the object's skip annotations that checkov reads as written
+    and that give a reason."""
+    out = {}
+    for key, value in (m.obj["metadata"].get("annotations") or {}).items():
+        if key.startswith(SKIP_PREFIX) and str(value).count("=") == 1:
+            check, reason = str(value).split("=")
+            if CHECK_ID.fullmatch(check) and reason.strip():
+                out[check] = reason.strip()
+    return out
+
+
+def _exempt(m: Manifest, objs: list[Manifest], check: str, container: bool = True) -> bool:
+    owners = [m]
+    if container and m.kind == "InferenceService":
+        runtime = m.obj["spec"]["predictor"].get("model", {}).get("runtime")
+        owners += find(objs, "ServingRuntime", runtime)
+    return any(check in exemptions(o) for o in owners)
+
+
+def _unless_exempt(check: str) -> str:
+    return f"({check}; or exempt the object: {SKIP_PREFIX}<N>: {check}=<why>)"
+
+
+def check_exemptions(objs: list[Manifest]) -> list[str]:
+    """Every skip annotation names one check and gives a reason (checkov splits the value
+    on "=", so a reason must not contain one)."""
+    out = []
+    for m in objs:
+        for key, value in (m.obj["metadata"].get("annotations") or {}).items():
+            if not key.startswith(SKIP_PREFIX):
+                continue
+            check, _, reason = str(value).partition("=")
+            where = f"metadata.annotations.{key}"
+            if not CHECK_ID.fullmatch(check):
+                out.append(m.problem(where, f"{check!r} is not a checkov check id"))
+            elif not reason.strip():
+                out.append(
+                    m.problem(where, f"exempts from {check} without a reason: {check}=<why>")
+                )
+            elif "=" in reason:
+                out.append(
+                    m.problem(where, 'the reason must not contain "=" (checkov fails on it)')
+                )
+    return out
+
+
+def check_token_automount(objs: list[Manifest]) -> list[str]:
+    """CKV_K8S_38: no Kubernetes API token in pods, set on the pod spec itself (the
+    ServiceAccount's setting is not enough for the scanner, and a later SA edit would
+    undo it)."""
+    out = []
+    for m in objs:
+        for path, pod in pod_specs(m, objs):
+            if pod.get("automountServiceAccountToken") is not False and not _exempt(
+                m, objs, TOKEN, container=False
+            ):
+                out.append(
+                    m.problem(
+                        f"{path}.automountServiceAccountToken",
+                        f"want false: the pod gets an API token {_unless_exempt(TOKEN)}",
+                    )
+                )
+    return out
+
+
+def check_secrets_as_files(objs: list[Manifest]) -> list[str]:
+    """CKV_K8S_35: Secrets reach containers as mounted files, not environment variables."""
+    out = []
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            if _exempt(m, objs, SECRET_ENV):
+                continue
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    out.append(
+                        m.problem(
+                            f"{path}.env[{e['name']}]",
+                            f"Secret {ref.get('name')!r} as an environment variable: mount it "
+                            f"{_unless_exempt(SECRET_ENV)}",
+                        )
+                    )
+            for i, ef in enumerate(c.get("envFrom") or []):
+                if "secretRef" in ef:
+                    out.append(
+                        m.problem(
+                            f"{path}.envFrom[{i}]",
+                            f"Secret {ef['secretRef'].get('name')!r} as environment variables: "
+                            f"mount it {_unless_exempt(SECRET_ENV)}",
+                        )
+                    )
+    return out
+
+
+def _has_digest(image: str) -> bool:
+    return "@sha256:" in image
+
+
+def check_image_digests(objs: list[Manifest]) -> list[str]:
+    """CKV_K8S_43: images by digest (what runs cannot change under the same name)."""
+    out = []
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            image = str(c.get("image", ""))
+            if not _has_digest(image) and not _exempt(m, objs, DIGEST):
+                out.append(
+                    m.problem(f"{path}.image", f"{image!r} has no digest {_unless_exempt(DIGEST)}")
+                )
+    return out
+
+
+def check_pull_policy(objs: list[Manifest]) -> list[str]:
+    """CKV_K8S_15, matched to the reference: a tag is pulled Always (every node runs what
+    the registry holds for it, not a stale cache); a digest IfNotPresent (it cannot
+    change, so a pull on every start buys nothing but a registry dependency)."""
+    out = []
+    for m in objs:
+        for path, c, _ in containers(m, objs):
+            image, policy = str(c.get("image", "")), c.get("imagePullPolicy", "unset")
+            if _exempt(m, objs, PULL):
+                continue
+            if _has_digest(image):
+                if policy not in ("unset", "IfNotPresent"):
+                    out.append(
+                        m.problem(
+                            f"{path}.imagePullPolicy", f"{policy}: want IfNotPresent for a digest"
+                        )
+                    )
+            elif policy != "Always":
+                out.append(
+                    m.problem(
+                        f"{path}.imagePullPolicy",
+                        f"{policy}: want Always for a tag {_unless_exempt(PULL)}",
+                    )
+                )
+    return out
+
+
 ALL_CHECKS = (
     check_kubernetes_schemas,
     check_crd_schemas,
     check_images,
     check_pod_security,
+    check_listen_addresses,
     check_service_selectors,
     check_logger_urls,
     check_service_accounts,
     check_rbac,
     check_store_settings,
+    check_model_name,
+    check_exemptions,
+    check_token_automount,
+    check_secrets_as_files,
+    check_image_digests,
+    check_pull_policy,
 )
 
 

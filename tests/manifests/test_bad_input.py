@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -96,12 +97,12 @@ def test_inference_service_schema_failure_names_object_and_field(tree):
 
 
 def test_inference_service_reports_every_schema_failure(tree):
-    edit(tree / "manifests/base/serving.yaml", "storageUri:", "storageURI:")
+    edit(tree / "manifests/base/serving.yaml", "modelFormat:", "modelFormats:")
     edit(tree / "manifests/base/serving.yaml", "minReplicas: 1", "minReplicas: one")
     msg = problems(tree)
     assert (
         "InferenceService/bike-sharing: spec.predictor.model: Additional properties are not "
-        "allowed ('storageURI' was unexpected)"
+        "allowed ('modelFormats' was unexpected)"
     ) in msg
     assert "InferenceService/bike-sharing: spec.predictor.minReplicas: 'one' is not of type" in msg
 
@@ -189,8 +190,141 @@ def test_store_settings_and_kserve_annotations_must_agree(tree):
     ) in problems(tree, "prod")
 
 
-def test_deploy_role_follows_the_inference_service_name(tree):
-    edit(tree / "manifests/base/serving.yaml", "  name: bike-sharing\n", "  name: bikes-eu\n")
-    objs = checks.build(tree / "manifests" / "overlays" / "prod")
-    (role,) = checks.find(objs, "Role", "driftloop-deploy")
-    assert role.obj["rules"][0]["resourceNames"] == ["bikes-eu"]
+def test_setting_the_model_without_the_component_is_refused(tree):
+    """Base ran the replacements before the overlay changed the name: nothing followed."""
+    with (tree / "manifests/overlays/dev/kustomization.yaml").open("a") as f:
+        f.write(
+            "configMapGenerator:\n"
+            "  - name: driftloop-model\n"
+            "    behavior: merge\n"
+            "    literals: [name=churn]\n"
+        )
+    msg = problems(tree)
+    assert (
+        "manifests/base/serving.yaml InferenceService/bike-sharing: metadata.name: "
+        "'bike-sharing' is not the model driftloop-model names ('churn'): "
+        "the overlay that sets it must include components/model-name"
+    ) in msg
+    assert "Role/driftloop-deploy: rules[0].resourceNames: 'bike-sharing' is not" in msg
+
+
+def test_reordered_args_break_no_reference_silently(tree):
+    """The replacement writes args by index: moving --model is caught, not deployed."""
+    edit(
+        tree / "manifests/base/drift-job.yaml",
+        "args: [--model, MODEL, --trigger, kfp]",
+        "args: [--trigger, kfp, --model, MODEL]",
+    )
+    assert (
+        "CronJob/driftloop-drift: spec.jobTemplate.spec.template.spec.containers[drift].args "
+        "--model: 'MODEL' is not the model driftloop-model names ('bike-sharing')"
+    ) in problems(tree)
+
+
+def test_collector_on_loopback_is_refused(tree):
+    edit(tree / "manifests/base/collector.yaml", "args: [--host, 0.0.0.0, ", "args: [")
+    assert (
+        "manifests/base/collector.yaml Deployment/driftloop-collector: "
+        "spec.template.spec.containers[collector].args: monitoring.collector binds 127.0.0.1 "
+        "(its default 127.0.0.1): loopback only"
+    ) in problems(tree)
+    edit(tree / "manifests/base/collector.yaml", "args: [", "args: [--host=localhost, ")
+    assert "monitoring.collector binds localhost (--host localhost)" in problems(tree)
+
+
+def test_collector_may_bind_the_pod_ip_from_the_downward_api(tree):
+    collector = tree / "manifests/base/collector.yaml"
+    edit(collector, "args: [--host, 0.0.0.0, ", "args: [--host, $(POD_IP), ")
+    edit(
+        collector,
+        "          env:\n",
+        "          env:\n"
+        "            - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n",
+    )
+    objs = checks.build(tree / "manifests" / "overlays" / "dev")
+    assert checks.check_listen_addresses(objs) == []
+    (dep,) = checks.find(objs, "Deployment", "driftloop-collector")
+    assert checks.listen_host(dep.obj["spec"]["template"]["spec"]["containers"][0]) == (
+        "pod IP",
+        "--host $(POD_IP)",
+    )
+
+
+def test_unknown_server_must_say_how_it_binds(tree):
+    edit(
+        tree / "manifests/base/drift-job.yaml",
+        "              resources:\n",
+        "              ports: [{containerPort: 9090}]\n              resources:\n",
+    )
+    assert (
+        "CronJob/driftloop-drift: spec.jobTemplate.spec.template.spec.containers[drift].command: "
+        "'monitoring.job' listens on a port, but checks.SERVERS does not say"
+    ) in problems(tree)
+
+
+def test_api_token_secret_env_and_pull_policy_come_back_named(tree):
+    collector, drift = (
+        tree / "manifests/base/collector.yaml",
+        tree / "manifests/base/drift-job.yaml",
+    )
+    edit(collector, "      automountServiceAccountToken: false # talks to the store only\n", "")
+    edit(collector, "imagePullPolicy: Always", "imagePullPolicy: IfNotPresent")
+    edit(
+        drift,
+        "                    name: driftloop-settings\n",
+        "                    name: driftloop-settings\n"
+        "                - secretRef:\n"
+        "                    name: driftloop-s3\n",
+    )
+    msg = problems(tree, "prod")
+    assert (
+        "manifests/base/collector.yaml Deployment/driftloop-collector: "
+        "spec.template.spec.automountServiceAccountToken: want false: the pod gets an API token "
+        "(CKV_K8S_38; or exempt the object: checkov.io/skip<N>: CKV_K8S_38=<why>)"
+    ) in msg
+    assert (
+        "Deployment/driftloop-collector: spec.template.spec.containers[collector].imagePullPolicy: "
+        "IfNotPresent: want Always for a tag (CKV_K8S_15;"
+    ) in msg
+    assert (
+        "CronJob/driftloop-drift: spec.jobTemplate.spec.template.spec.containers[drift]"
+        ".envFrom[1]: Secret 'driftloop-s3' as environment variables: mount it (CKV_K8S_35;"
+    ) in msg
+
+
+def test_an_exemption_needs_a_reason_checkov_can_read(tree):
+    minio = tree / "manifests/components/minio/minio.yaml"
+    minio.write_text(
+        re.sub(
+            r"checkov.io/skip1: >-\n(      .*\n)+?(?=spec:)",
+            "checkov.io/skip1: CKV_K8S_43\n",
+            minio.read_text(),
+            count=1,
+        )
+    )
+    edit(tree / "manifests/base/drift-job.yaml", "pulled Always instead", "imagePullPolicy=Always")
+    msg = problems(tree)
+    assert (
+        "manifests/components/minio/minio.yaml Deployment/minio: "
+        "metadata.annotations.checkov.io/skip1: exempts from CKV_K8S_43 without a reason"
+    ) in msg
+    assert "Deployment/minio: spec.template.spec.containers[minio].image: " in msg  # not exempt
+    assert (
+        "CronJob/driftloop-drift: metadata.annotations.checkov.io/skip1: "
+        'the reason must not contain "="'
+    ) in msg
+
+
+def test_a_digest_is_pulled_if_not_present(tree):
+    digest = "sha256:" + "0" * 64  # a test fixture, never a real image
+    edit(
+        tree / "manifests/overlays/prod/kustomization.yaml",
+        'newTag: "0.1.0"',
+        f"digest: {digest}",
+    )
+    msg = problems(tree, "prod")
+    assert (
+        "Deployment/driftloop-collector: spec.template.spec.containers[collector].imagePullPolicy: "
+        "Always: want IfNotPresent for a digest"
+    ) in msg
+    assert "has no digest" not in msg

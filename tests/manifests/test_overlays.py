@@ -6,7 +6,9 @@ KServe's CRD schemas copied into schemas/. The checking logic lives in checks.py
 
 from __future__ import annotations
 
+import ast
 import functools
+import os
 import re
 import subprocess
 import sys
@@ -51,6 +53,7 @@ def test_loop_objects_are_present(overlay):
     for want in [
         ("Namespace", "driftloop"),
         ("ConfigMap", "driftloop-settings"),
+        ("ConfigMap", "driftloop-model"),
         ("ServiceAccount", "driftloop-models"),
         ("ServingRuntime", "driftloop"),
         ("InferenceService", MODEL),
@@ -101,17 +104,79 @@ def test_settings_configmap_holds_every_cluster_setting():
         assert cm.obj["data"]["DRIFTLOOP_KFP_NAMESPACE"] == "driftloop"  # where pipeline pods run
 
 
+def test_code_defaults_name_what_the_manifests_deploy():
+    """One namespace, one settings ConfigMap, one Secret: the code's constants and
+    defaults say the same as every overlay."""
+    from driftloop.deploy import NAMESPACE
+    from driftloop.settings import Settings
+
+    # pipelines/training.py's constants, read without importing it (that pulls in torch).
+    tree = ast.parse((ROOT / "pipelines" / "training.py").read_text())
+    pipeline = {
+        t.id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name) and t.id in ("ISVC_NAMESPACE", "S3_SECRET", "SETTINGS_CONFIGMAP")
+    }
+    assert Settings.model_fields["kfp_namespace"].default == NAMESPACE
+    assert pipeline["ISVC_NAMESPACE"] == NAMESPACE
+    for overlay in OVERLAYS:
+        objs = built(overlay)
+        (cm,) = checks.find(objs, "ConfigMap", pipeline["SETTINGS_CONFIGMAP"])
+        assert cm.obj["data"]["DRIFTLOOP_KFP_NAMESPACE"] == NAMESPACE, overlay
+        assert {m.namespace for m in objs if m.kind != "Namespace"} == {NAMESPACE}, overlay
+        (sa,) = checks.find(objs, "ServiceAccount", "driftloop-models")
+        assert sa.obj["secrets"] == [{"name": pipeline["S3_SECRET"]}], overlay
+
+
+def secret_dir(c: dict, pod: dict, secret: str = "driftloop-s3") -> str | None:
+    """Where the container has the Secret mounted read-only, if it has."""
+    volumes = {
+        v["name"] for v in pod.get("volumes", []) if v.get("secret", {}).get("secretName") == secret
+    }
+    dirs = [
+        vm["mountPath"]
+        for vm in c.get("volumeMounts", [])
+        if vm["name"] in volumes and vm.get("readOnly")
+    ]
+    return dirs[0] if len(dirs) == 1 else None
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_driftloop_container_reads_the_settings(overlay):
+def test_every_driftloop_container_reads_the_settings_and_the_credentials_as_files(overlay):
     objs = built(overlay)
     for m in objs:
-        for path, c, _ in checks.containers(m, objs):
+        for path, c, pod in checks.containers(m, objs):
             if not c["image"].startswith(IMAGE_NAME):
                 continue
-            refs = c.get("envFrom", [])
-            assert {"configMapRef": {"name": "driftloop-settings"}} in refs, f"{m.name} {path}"
-            if m.kind != "InferenceService":  # the predictor reads /mnt/models, not the store
-                assert {"secretRef": {"name": "driftloop-s3"}} in refs, f"{m.name} {path}"
+            where = f"{m.name} {path}"
+            assert c["envFrom"] == [{"configMapRef": {"name": "driftloop-settings"}}], where
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if m.kind == "InferenceService":  # the predictor reads /mnt/models, not the store
+                assert secret_dir(c, pod) is None and "DRIFTLOOP_SECRETS_DIR" not in env, where
+            else:
+                assert secret_dir(c, pod) is not None, where
+                assert env["DRIFTLOOP_SECRETS_DIR"] == secret_dir(c, pod), where
+
+
+def test_minio_reads_its_root_credentials_from_the_mounted_secret():
+    objs = built("dev")
+    (minio,) = checks.find(objs, "Deployment", "minio")
+    pod = minio.obj["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert not [e for e in env.values() if "valueFrom" in e]
+    mounted = secret_dir(c, pod)
+    assert env["MINIO_ROOT_USER_FILE"]["value"] == f"{mounted}/AWS_ACCESS_KEY_ID"
+    assert env["MINIO_ROOT_PASSWORD_FILE"]["value"] == f"{mounted}/AWS_SECRET_ACCESS_KEY"
+    # Both keys are listed, so a Secret without one fails the mount: MinIO would
+    # otherwise start with its default root credentials.
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert {i["key"]: i["path"] for i in volume["secret"]["items"]} == {
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    }
 
 
 # --- entrypoints and the KServe wiring ----------------------------------------------------
@@ -127,19 +192,24 @@ def test_entrypoints_match_the_image_contract():
         "serving",
         "--model_dir",
         "/mnt/models",
-        "--model_name",
-        MODEL,
+        "--model_name={{.Name}}",  # KServe fills in the InferenceService's name
         "--http_port",
         "8080",
     ]
+    (isvc,) = checks.find(objs, "InferenceService", MODEL)
+    ((_, predictor, _),) = checks.containers(isvc, objs)
+    assert predictor["args"][2] == f"--model_name={MODEL}"
     assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
     (dep,) = checks.find(objs, "Deployment", "driftloop-collector")
-    assert dep.obj["spec"]["template"]["spec"]["containers"][0]["command"] == [
+    c = dep.obj["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] + c["args"] == [
         "python",
         "-m",
         "monitoring.collector",
+        "--host",
+        "0.0.0.0",
         "--port",
         "8080",
     ]
@@ -147,7 +217,7 @@ def test_entrypoints_match_the_image_contract():
     assert cron.obj["spec"]["concurrencyPolicy"] == "Forbid"
     job = cron.obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert job["serviceAccountName"] == "driftloop-drift"
-    assert job["containers"][0]["command"] == [
+    assert job["containers"][0]["command"] + job["containers"][0]["args"] == [
         "python",
         "-m",
         "monitoring.job",
@@ -201,6 +271,53 @@ def test_resolve_url_accepts_the_in_namespace_forms_only():
         "http://minio.driftloop.svc.cluster.local",
     ):
         assert checks.resolve_url(url, objs, "driftloop") is None, url
+
+
+# --- any model, one value ------------------------------------------------------------------
+
+
+def test_the_model_name_is_written_once_in_the_manifests():
+    """base/model.yaml holds it; everything else refers to it (or to KServe's {{.Name}})."""
+    hits = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "manifests").rglob("*.yaml"))
+        for line in path.read_text().splitlines()
+        if MODEL in line and not line.lstrip().startswith("#")
+    ]
+    assert hits == ["manifests/base/model.yaml"]
+
+
+def test_a_second_model_is_one_value_in_an_overlay(tmp_path):
+    """A user's overlay elsewhere, on top of driftloop's dev overlay, sets only the name."""
+    overlay = tmp_path / "my-stack"
+    overlay.mkdir()
+    driftloop = os.path.relpath(ROOT / "manifests", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources: [{driftloop}/overlays/dev]\n"
+        f"components: [{driftloop}/components/model-name]\n"
+        "configMapGenerator:\n"
+        "  - name: driftloop-model\n"
+        "    behavior: merge\n"
+        "    literals: [name=churn]\n"
+    )
+    objs = checks.build(overlay)
+    text = yaml.safe_dump_all([m.obj for m in objs])
+    assert MODEL not in text and "MODEL" not in text
+    (isvc,) = checks.find(objs, "InferenceService")
+    assert isvc.name == "churn"
+    assert isvc.obj["spec"]["predictor"]["model"]["storageUri"] == (
+        "s3://driftloop/store/models/churn/versions/1"
+    )
+    ((_, predictor, _),) = checks.containers(isvc, objs)
+    assert "--model_name=churn" in predictor["args"]
+    (cron,) = checks.find(objs, "CronJob", "driftloop-drift")
+    job = cron.obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert job["args"][:2] == ["--model", "churn"]
+    assert rules(objs, "driftloop-deploy")[0]["resourceNames"] == ["churn"]
+    # Everything else still holds: schemas, security, selectors, store settings, ...
+    assert [p for check in checks.ALL_CHECKS for p in check(objs)] == []
 
 
 # --- RBAC: exactly what each identity needs -------------------------------------------------
@@ -287,18 +404,6 @@ def test_one_image_reference_everywhere():
             if c["image"].startswith(IMAGE_NAME)
         }
         assert ours == {IMAGE}, overlay
-
-
-def test_compiled_pipeline_runs_the_same_image():
-    compiled = ROOT / "pipelines" / "training_pipeline.yaml"
-    if not compiled.exists():
-        pytest.skip(
-            "pipelines/training_pipeline.yaml not compiled yet (driftloop pipeline compile)"
-        )
-    (spec, *_) = yaml.safe_load_all(compiled.read_text())
-    executors = spec["deploymentSpec"]["executors"]
-    assert executors
-    assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
 
 
 def test_dockerfile_runs_as_the_manifests_user_and_pins_its_base():
