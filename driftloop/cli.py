@@ -165,9 +165,12 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.kfp_host
     if not host:
         raise ConfigError("no KFP host: pass --host or set DRIFTLOOP_KFP_HOST")
-    req = _request(args, settings.store_uri, deploy=args.deploy, canary_percent=args.canary)
+    store = open_store(settings)
+    req = _request(args, store.uri, deploy=args.deploy, canary_percent=args.canary)
     name = args.run_name or f"{req.spec.name}-{req.trigger_id or 'manual'}"
-    done = submit(req, host, args.experiment, name, args.token, args.namespace, args.schedule)
+    done = submit(
+        req, store, host, args.experiment, name, args.token, args.namespace, args.schedule
+    )
     print(f"created run {done.run_id} ({name}) of pipeline version {done.version_id} on {host}")
     if done.recurring_run_id:
         print(f"created recurring run {done.recurring_run_id} ({args.schedule})")

@@ -20,22 +20,37 @@ from driftloop.spec import DatasetSpec
 TIME = "event_time"
 
 
+def read_uri(uri: str, what: str = "file") -> bytes:
+    """The bytes of a local path, ``file://`` path or ``s3://bucket/key`` (credentials and
+    endpoint from this process's settings)."""
+    if uri.startswith("s3://"):
+        from driftloop.errors import NotFound
+        from driftloop.settings import load_settings
+        from driftloop.store import open_store
+
+        bucket_uri, _, key = uri.rpartition("/")
+        try:
+            return open_store(load_settings(), bucket_uri).get(key)
+        except NotFound as e:
+            raise DataError(f"{what} {uri} does not exist") from e
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_file():
+        raise DataError(f"{what} {uri} does not exist")
+    return path.read_bytes()
+
+
 def read_source(spec: DatasetSpec) -> pd.DataFrame:
     """The raw file as the spec describes it (CSV or Parquet, local or s3://)."""
     uri = spec.source_uri
     fmt = spec.source.format or ("parquet" if uri.endswith((".parquet", ".pq")) else "csv")
     try:
+        import io
+
         if uri.startswith("s3://"):
-            import io
-
-            from driftloop.settings import load_settings
-            from driftloop.store import open_store
-
-            bucket_uri, _, key = uri.rpartition("/")
-            fh: object = io.BytesIO(open_store(load_settings(), bucket_uri).get(key))
-        else:
-            fh = uri
-            if not Path(uri).is_file():
+            fh: object = io.BytesIO(read_uri(uri, "dataset file"))
+        else:  # read in place: no copy of a large file in memory
+            fh = Path(uri.removeprefix("file://"))
+            if not fh.is_file():
                 raise DataError(f"dataset file {uri} does not exist")
         if fmt == "parquet":
             return pd.read_parquet(fh)

@@ -18,6 +18,7 @@ Layout (``models/<model>/...``, ``logs/...``, ``labels/...``, ``monitoring/<mode
     monitoring/<m>/windows/<endpoint>-<start>-<end>/summary.json   WindowRecord
     monitoring/<m>/triggers/<id>.json                              TriggerRecord
     monitoring/<m>/leases/<n>.json, <n>.done                       Lease
+    datasets/<sha256>/<file name>   a spec's data or rules, uploaded by `pipeline submit`
 
 Versions written by driftloop 0.1.0 still load: their manifest names no family (all were
 ``tabular-torch``), their schema no kind (all were tabular) and their aliases were two
@@ -446,6 +447,12 @@ def labels_prefix(model: str) -> str:
 
 def label_key(model: str, day: date) -> str:
     return f"{labels_prefix(model)}/date={day.isoformat()}/{uuid.uuid4().hex}.parquet"
+
+
+def dataset_key(sha256: str, name: str) -> str:
+    """A data or rules file uploaded for the cluster, content-addressed: the same bytes are
+    stored once, however many runs name them."""
+    return f"datasets/{sha256}/{name}"
 
 
 class Lease(_Format):

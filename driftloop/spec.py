@@ -128,17 +128,24 @@ class DatasetSpec(_Strict):
 
     @property
     def source_uri(self) -> str:
-        p = self.source.path
+        return self._resolve(self.source.path)
+
+    @property
+    def rules_uri(self) -> str | None:
+        return None if self.rules is None else self._resolve(self.rules)
+
+    def _resolve(self, p: str) -> str:
+        """An s3:// URI or absolute path as it is; a relative path against the spec's
+        directory."""
         if "://" in p or Path(p).is_absolute():
             return p
         return str((self.base_dir / p).resolve())
 
     @property
-    def rules_path(self) -> Path | None:
-        if self.rules is None:
-            return None
-        p = Path(self.rules)
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+    def local_files(self) -> list[str]:
+        """The files this spec names on this machine's disk (not in an object store)."""
+        uris = [self.source_uri] + ([self.rules_uri] if self.rules_uri else [])
+        return [u for u in uris if "://" not in u or u.startswith("file://")]
 
 
 def load_spec(path: str | Path) -> DatasetSpec:

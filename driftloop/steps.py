@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from driftloop import __version__
-from driftloop.data import TIME, Splits, frame_hash, load_window, split_by_time
+from driftloop.data import TIME, Splits, frame_hash, load_window, read_uri, split_by_time
 from driftloop.families import FittedModel, get_family, load_model
 from driftloop.formats import (
     Evaluation,
@@ -51,8 +51,8 @@ def spec_to_text(spec: DatasetSpec) -> str:
     """YAML for a pipeline parameter, with the source path made absolute."""
     d = spec.model_dump(mode="json", exclude={"base_dir"})
     d["source"]["path"] = spec.source_uri
-    if spec.rules_path is not None:
-        d["rules"] = str(spec.rules_path)
+    if spec.rules_uri is not None:
+        d["rules"] = spec.rules_uri
     return yaml.safe_dump(d, sort_keys=False)
 
 
@@ -226,8 +226,8 @@ def register(
             gate=evaluation.gate,
         )
         (out / VersionFiles.METRICS).write_bytes(metrics.dump())
-        if spec.rules_path is not None:
-            (out / VersionFiles.RULES).write_bytes(spec.rules_path.read_bytes())
+        if spec.rules_uri is not None:
+            (out / VersionFiles.RULES).write_bytes(read_uri(spec.rules_uri, "rules file"))
         # The spec it was trained from: the drift job retrains from it, no flags needed.
         (out / VersionFiles.DATASET).write_text(spec_to_text(spec))
         # The drift reference: a sample with predictions, and its statistics precomputed

@@ -109,11 +109,12 @@ class LocalBackend:
 
 @dataclass
 class KfpBackend:
-    """Creates the run on a Kubeflow Pipelines host through ``kfp.Client``."""
+    """Creates the run on a Kubeflow Pipelines host through ``kfp.Client``. The spec's
+    local files are uploaded to ``store`` first, so the cluster can read them."""
 
     host: str
     spec_path: str
-    store_uri: str
+    store: Store
     experiment: str = "driftloop"
     namespace: str | None = None
     token: str | None = None  # default: the in-cluster service-account token, if any
@@ -128,11 +129,11 @@ class KfpBackend:
 
     def start(self, trig: TriggerRecord) -> str:
         from driftloop.spec import load_spec
-        from pipelines.run import RunRequest, create_run
+        from pipelines.run import RunRequest, create_run, stage
 
         req = RunRequest(
             spec=load_spec(self.spec_path),
-            store_uri=self.store_uri,
+            store_uri=self.store.uri,
             start=trig.train_window.start,
             end=trig.train_window.end,
             n_trials=self.n_trials,
@@ -140,6 +141,7 @@ class KfpBackend:
             trigger_id=trig.id,
         )
         try:
+            req = stage(req, self.store)
             with self._client() as client:
                 existing = _run_named(client, trig.run_name, self.namespace)
                 if existing:

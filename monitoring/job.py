@@ -163,7 +163,7 @@ def _backend(
     return KfpBackend(
         host=settings.kfp_host,
         spec_path=spec_path,
-        store_uri=store.uri,
+        store=store,
         namespace=settings.kfp_namespace,
         n_trials=args.trials,
         margin=args.margin,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import io
 import re
 import shutil
@@ -12,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from driftloop.data import read_uri
 from driftloop.errors import ConfigError, DataError, DriftloopError
 from driftloop.registry import Registry
 from driftloop.spec import DatasetSpec
@@ -65,6 +67,35 @@ class RunRequest:
             "deploy": self.deploy,
             "canary_percent": self.canary_percent,
         }
+
+
+def stage(req: RunRequest, store: Store) -> RunRequest:
+    """The request with a spec the cluster can read: every file the spec names on this
+    machine (its data, its rules) is uploaded to the store, content-addressed
+    (``datasets/<sha256>/<name>``), and named by its ``s3://`` URI. The pipeline's pods
+    cannot read a laptop's disk, nor write a local store: both are refused."""
+    from driftloop.formats import dataset_key
+    from driftloop.registry import sha256
+
+    if not req.store_uri.startswith("s3://"):
+        raise ConfigError(
+            f"the cluster cannot use the store {req.store_uri!r}: submit needs an "
+            "s3://bucket/prefix store (--store or DRIFTLOOP_STORE_URI) its pods can reach"
+        )
+    uploaded = {}
+    for path in req.spec.local_files:
+        data = read_uri(path, "dataset spec file")
+        key = dataset_key(sha256(data), Path(path.removeprefix("file://")).name)
+        if not store.exists(key):
+            store.put(key, data)
+        uploaded[path] = f"{store.uri}/{key}"
+    if not uploaded:
+        return req
+    spec = req.spec
+    source = spec.source.model_copy(update={"path": uploaded.get(spec.source_uri, spec.source_uri)})
+    rules = uploaded.get(spec.rules_uri, spec.rules_uri) if spec.rules_uri else None
+    staged = spec.model_copy(update={"source": source, "rules": rules})
+    return dataclasses.replace(req, spec=staged)
 
 
 def compile_pipeline(path: Path = COMPILED) -> Path:
@@ -194,6 +225,7 @@ class Submitted:
 
 def submit(
     req: RunRequest,
+    store: Store,
     host: str,
     experiment: str,
     run_name: str,
@@ -201,9 +233,11 @@ def submit(
     namespace: str | None = None,
     schedule: str | None = None,
 ) -> Submitted:
-    """Upload the compiled pipeline (once per release), then create a run of that version
-    on a Kubeflow Pipelines host; with ``schedule`` (a 6-field KFP cron expression) also a
-    recurring run: the calendar fallback behind drift-triggered retraining."""
+    """Upload the spec's local files to the store (``stage``) and the compiled pipeline
+    (once per release), then create a run of that version on a Kubeflow Pipelines host;
+    with ``schedule`` (a 6-field KFP cron expression) also a recurring run: the calendar
+    fallback behind drift-triggered retraining."""
+    req = stage(req, store)
     if not COMPILED.exists():
         compile_pipeline()
     try:

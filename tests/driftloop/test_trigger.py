@@ -80,16 +80,18 @@ def test_ten_concurrent_jobs_start_exactly_one_run(store):
     assert len(kfp.runs) == 2
 
 
-def test_unreachable_kfp_fails_the_trigger_then_retry_starts_one_run(store, tmp_path):
+def test_unreachable_kfp_fails_the_trigger_then_retry_starts_one_run(s3_settings):
+    from driftloop.store import open_store
     from tests.conftest import ROOT, free_port
 
+    store = open_store(s3_settings)  # the cluster's kind of store: KFP pods can read it
     log = TriggerLog(store, "bike")
     trig = _trigger()
     log.create(trig)
     dead = KfpBackend(
         host=f"http://127.0.0.1:{free_port()}",
         spec_path=str(ROOT / "data" / "bike_sharing.yaml"),
-        store_uri=store.uri,
+        store=store,
     )
     failed = fire(log, trig, dead)
     assert failed.status == "failed" and failed.attempts == 1
