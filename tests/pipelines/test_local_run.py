@@ -113,7 +113,7 @@ def test_missing_spec_empty_window_and_bad_store(tmp_path, capsys):
     assert code == 1 and "must be a path, file://path or s3://bucket/prefix" in err[0]
 
 
-def test_unreachable_s3_store_and_kfp_host(tmp_path, capsys, monkeypatch):
+def test_unreachable_s3_store_and_kfp_host(tmp_path, capsys, monkeypatch, s3_settings):
     from tests.conftest import free_port
 
     port = free_port()
@@ -121,14 +121,15 @@ def test_unreachable_s3_store_and_kfp_host(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DRIFTLOOP_S3_SECURE", "false")
     code, err = _cli(capsys, "--store", "s3://bucket/x", "models", "list")
     assert code == 1 and len(err) == 1 and "cannot list s3://bucket/x/models" in err[0]
-    code, err = _cli(
-        capsys,
-        "pipeline",
-        "submit",
-        "--host",
-        f"http://127.0.0.1:{port}",
-        "--spec",
-        str(write_toy(tmp_path)),
-    )
+    spec = str(write_toy(tmp_path))
+    submit = ["pipeline", "submit", "--host", f"http://127.0.0.1:{port}", "--spec", spec]
+    # The default, local store: the cluster's pods could neither read nor write it.
+    code, err = _cli(capsys, "--store", str(tmp_path / "store"), *submit)
+    assert code == 1 and len(err) == 1 and "the cluster cannot use the store" in err[0]
+    # A reachable S3 store (the data is uploaded to it), but no KFP API at that host.
+    monkeypatch.setenv("DRIFTLOOP_S3_ENDPOINT", s3_settings.s3_endpoint)
+    monkeypatch.setenv("DRIFTLOOP_S3_ACCESS_KEY", "test")
+    monkeypatch.setenv("DRIFTLOOP_S3_SECRET_KEY", "test")
+    code, err = _cli(capsys, "--store", s3_settings.store_uri, *submit)
     assert code == 1 and len(err) == 1
     assert f"cannot create a run on Kubeflow Pipelines at http://127.0.0.1:{port}" in err[0]
