@@ -338,8 +338,8 @@ def _driftloop(spec, store, rows, served, server, trials, key, opts) -> dict:
         "windows": windows,
         "triggers": [
             {
-                "at": x.window["end"][:10],
-                "train": [x.train_window["start"][:10], x.train_window["end"][:10]],
+                "at": x.window.end[:10],
+                "train": [x.train_window.start[:10], x.train_window.end[:10]],
                 "reason": x.reason,
                 "status": x.status,
                 "gate": backend.outcomes.get(x.run_id, ""),
