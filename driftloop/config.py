@@ -19,16 +19,57 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """The file's YAML mapping (an empty file is an empty mapping)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_bytes(), f"{what} {path}")
     except FileNotFoundError as e:
         raise ConfigError(f"{what} {path} does not exist") from e
-    except (OSError, yaml.YAMLError) as e:
+    except OSError as e:
         raise ConfigError(f"cannot read {what} {path}: {e}") from e
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{what} {path} must be a YAML mapping")
     return raw
+
+
+# A config file is a few KB; one of megabytes, or nested hundreds deep, is a mistake or an
+# attack (PyYAML's composer recurses per level).
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 50
+
+
+def load_yaml(data: bytes | str, what: str) -> Any:
+    """Safe YAML (no tags that construct objects), UTF-8, bounded in size and depth."""
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} is larger than {MAX_YAML_BYTES} bytes")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} is not UTF-8 text: {e}") from e
+    depth = _depth(text)
+    if depth > MAX_YAML_DEPTH:
+        raise ConfigError(f"{what} nests {depth} levels deep (at most {MAX_YAML_DEPTH})")
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{what} is not valid YAML: {e.problem or e.context}{where}") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{what} is not valid YAML: {first}") from e
+
+
+def _depth(text: str) -> int:
+    """An upper bound on flow-style nesting ([, {) plus block indentation levels."""
+    flow = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            flow += 1
+            deepest = max(deepest, flow)
+        elif ch in "]}":
+            flow = max(0, flow - 1)
+    indents = {len(line) - len(line.lstrip(" ")) for line in text.splitlines() if line.strip()}
+    return deepest + len(indents)
 
 
 def field_error(e: ValidationError) -> tuple[tuple[Any, ...], str]:

@@ -113,13 +113,31 @@ def typed(raw: pd.DataFrame, spec: DatasetSpec, *, with_target: bool = True) -> 
     return out
 
 
-def load_window(spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
-    """Rows with ``start <= event_time < end`` (either bound may be open), sorted by time."""
-    df = typed(read_source(spec), spec)
-    lo = pd.Timestamp(start) if start else None
-    hi = pd.Timestamp(end) if end else None
+def parse_bound(text: str, what: str) -> pd.Timestamp:
+    """A window bound: ISO 8601 (a date or a date and time), naive UTC; one DataError
+    naming ``what`` otherwise."""
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise DataError(f"{what} {text!r} is not an ISO 8601 time (e.g. 2012-01-01): {e}") from e
+    if pd.isna(ts):
+        raise DataError(f"{what} {text!r} is not an ISO 8601 time (e.g. 2012-01-01)")
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
+
+
+def check_window(start: str | None, end: str | None) -> tuple[pd.Timestamp | None, ...]:
+    """Both bounds parsed (either may be open), start before end."""
+    lo = parse_bound(start, "start") if start else None
+    hi = parse_bound(end, "end") if end else None
     if lo is not None and hi is not None and lo >= hi:
         raise DataError(f"empty window: start {start} is not before end {end}")
+    return lo, hi
+
+
+def load_window(spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
+    """Rows with ``start <= event_time < end`` (either bound may be open), sorted by time."""
+    lo, hi = check_window(start, end)
+    df = typed(read_source(spec), spec)
     mask = pd.Series(True, index=df.index)
     if lo is not None:
         mask &= df[TIME] >= lo

@@ -52,7 +52,7 @@ from driftloop.formats import (
     windows_prefix,
 )
 from driftloop.payloads import feature_column, join_labels, read_labels, read_logs
-from driftloop.policy import DriftPolicy, WindowSummary, decide
+from driftloop.policy import DriftPolicy, WindowSummary, check_policy, decide
 from driftloop.registry import Registry, VersionRef
 from driftloop.store import Store
 from driftloop.trigger import (
@@ -120,6 +120,7 @@ def run_window(
     metrics = VersionMetrics.parse(
         registry.read_file(ref, VersionFiles.METRICS, manifest), f"{ref}/{VersionFiles.METRICS}"
     )
+    check_policy(policy, schema.names)
     stats = load_statistics(registry.read_file(ref, VersionFiles.REFERENCE_STATS, manifest))
     window = load_window(store, ref, schema, endpoint, start, end)
     wid = window_id(endpoint, start, end)

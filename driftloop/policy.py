@@ -28,11 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from driftloop.config import read_yaml_mapping, validated
+from driftloop.errors import ConfigError
 from driftloop.spec import LOWER_IS_BETTER
 
 if TYPE_CHECKING:  # drift imports Evidently: keep the policy light
@@ -41,6 +42,9 @@ if TYPE_CHECKING:  # drift imports Evidently: keep the policy light
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+Metric = Literal["rmse", "mae", "r2", "roc_auc", "f1", "accuracy", "precision", "recall"]
 
 
 class DriftPolicy(BaseModel):
@@ -65,7 +69,9 @@ class DriftPolicy(BaseModel):
     max_quality_drop: float | None = Field(0.1, gt=0)
     # Compare only this metric (e.g. the spec's `metric`); None: every metric that both the
     # window and the version's test metrics have.
-    quality_metric: str | None = None
+    quality_metric: (
+        Literal["rmse", "mae", "r2", "roc_auc", "f1", "accuracy", "precision", "recall"] | None
+    ) = None
     # Quality on fewer labelled rows than this is noise (RMSE's standard error ~ 1/sqrt(n)).
     min_quality_rows: int = Field(100, ge=1)
     # Measured on in-distribution bike-sharing windows (random held-out 2011 rows vs a 2011
@@ -81,7 +87,7 @@ class DriftPolicy(BaseModel):
     # version is judged on its own traffic. On seasonal data every two-week window drifts
     # against a months-long reference; with 24 h, bench/loop.py retrained bike sharing in
     # 25 of 26 windows (RMSE 89.2); with 30 days, 9 times (RMSE 85.4, monthly retrain: 108.9).
-    cooldown: timedelta = timedelta(days=30)
+    cooldown: timedelta = Field(timedelta(days=30), ge=timedelta(0), le=timedelta(days=3650))
 
     @field_validator("cooldown", mode="before")
     @classmethod
@@ -221,6 +227,16 @@ def _trailing(pred: Callable[[WindowSummary], bool], items: list[WindowSummary])
             break
         n += 1
     return n
+
+
+def check_policy(policy: DriftPolicy, features: list[str]) -> None:
+    """Refuse a policy that names what the model does not have (a misspelt feature would
+    otherwise silently never fire)."""
+    if unknown := [c for c in policy.key_features if c not in features]:
+        raise ConfigError(
+            f"drift policy: key_features {unknown} are not features of the model "
+            f"(it has {features})"
+        )
 
 
 def load_policy(path: str | Path) -> DriftPolicy:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     )
     s3_secure: bool = True  # TLS on by default; the dev overlay's in-cluster MinIO turns it off
     s3_region: str | None = None
+    # Seconds a single S3 read may stall before the call fails (one retry follows): a hung
+    # store fails a job in about half a minute, not minutes. Objects are read whole, so
+    # this bounds waiting for the server, not the transfer of a large object.
+    s3_timeout_s: float = Field(10.0, gt=0, le=600)
     image: str = IMAGE  # override only to run a fork's image
     kfp_host: str | None = None  # e.g. http://ml-pipeline-ui.kubeflow or a KFP endpoint URL
     # The KFP user namespace runs are created in. driftloop's manifests put serving,

@@ -22,7 +22,9 @@ import pandas as pd
 import yaml
 
 from driftloop import __version__
+from driftloop.config import load_yaml
 from driftloop.data import TIME, Splits, frame_hash, load_window, read_uri, split_by_time
+from driftloop.errors import ConfigError
 from driftloop.families import FittedModel, get_family, load_model
 from driftloop.formats import (
     Evaluation,
@@ -44,7 +46,10 @@ DEFAULT_FAMILY = "tabular-torch"
 
 
 def spec_from_text(text: str) -> DatasetSpec:
-    return parse_spec(yaml.safe_load(text), base_dir=Path.cwd(), origin="spec parameter")
+    raw = load_yaml(text, "spec parameter")
+    if not isinstance(raw, dict):
+        raise ConfigError("spec parameter must be a YAML mapping")
+    return parse_spec(raw, base_dir=Path.cwd(), origin="spec parameter")
 
 
 def spec_to_text(spec: DatasetSpec) -> str:

@@ -190,7 +190,7 @@ class S3Store(Store):
             else None,
             secure=settings.s3_secure,
             region=settings.s3_region,
-            http_client=_http_client(),
+            http_client=_http_client(settings.s3_timeout_s),
         )
 
     def _key(self, key: str) -> str:
@@ -271,11 +271,12 @@ class S3Store(Store):
             raise self._fail("delete", key, e) from e
 
 
-def _http_client() -> urllib3.PoolManager:
-    # Fail in seconds, not minutes, when the server is down: a clear error beats a hang.
+def _http_client(read_timeout_s: float) -> urllib3.PoolManager:
+    # Fail in seconds, not minutes, when the server is down or hangs: a clear error beats a
+    # hang. Worst case: (5 s connect + read timeout) x 2 attempts.
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=5, read=60),
-        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        timeout=urllib3.Timeout(connect=5, read=read_timeout_s),
+        retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         maxsize=16,
     )
 

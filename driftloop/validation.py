@@ -127,6 +127,17 @@ def _check_target(y: pd.Series, spec: DatasetSpec, report: ValidationReport) -> 
     report.add("target missing", t, n_missing == 0, f"{n_missing} row(s) without a target")
     y = y.dropna()
     if spec.task == "regression":
+        values = y.to_numpy(dtype="float64")
+        n_inf = int(np.isinf(values).sum())
+        report.add("target finite", t, n_inf == 0, f"{n_inf} infinite target value(s)")
+        if spec.log_target:
+            negative = int((values < 0).sum())
+            report.add(
+                "target range",
+                t,
+                negative == 0,
+                f"{negative} negative value(s): log_target fits log1p(y), which needs y >= 0",
+            )
         if q.target_min is not None:
             below = int((y < q.target_min).sum())
             report.add("target range", t, below == 0, f"{below} value(s) below {q.target_min}")

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from driftloop.policy import DriftPolicy, load_policy
     from driftloop.store import open_store
 
+    check_arguments(args)
     store = open_store(settings)
     policy = load_policy(args.policy) if args.policy else DriftPolicy()
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,13 +118,39 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             time.sleep(args.every)
 
 
+# Bounds on the numbers a job accepts: beyond them a window or a retraining period cannot
+# be computed (timedelta overflows) or means nothing (a negative margin admits a worse model).
+LIMITS = {
+    "hours": (0.0, 24.0 * 3660),  # a window of at most ten years
+    "every": (0.0, 3660 * 86400.0),
+    "retrain_days": (1, 3650),
+    "trials": (1, 1000),
+    "margin": (0.0, 1.0),
+    "report_rows": (0, 1_000_000),
+}
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """One ConfigError naming the first number out of range (NaN included)."""
+    for name, (lo, hi) in LIMITS.items():
+        value = getattr(args, name)
+        if value is None and name == "every":
+            continue
+        inside = lo < value <= hi if name in ("hours", "every") else lo <= value <= hi
+        if name == "margin":
+            inside = lo <= value < hi
+        if not inside:  # NaN compares False: refused too
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value} is out of range {lo}..{hi}")
+
+
 def _window(args: argparse.Namespace) -> tuple[datetime, datetime]:
     from driftloop.payloads import naive_utc
 
     def parse(s: str) -> datetime:
         try:
             t = naive_utc(s)
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             raise ConfigError(f"not an ISO time: {s!r}") from e
         assert t is not None  # a string in, a datetime out
         return t

@@ -51,9 +51,22 @@ class RunRequest:
     deploy: bool = False  # in the cluster: canary the new version on the InferenceService
     canary_percent: int = 10
 
+    def __post_init__(self) -> None:
+        """Refuse what no run could use, before anything starts (one line each)."""
+        from driftloop.data import check_window
+
+        check_window(self.start or None, self.end or None)
+        if not 1 <= self.n_trials <= 1000:
+            raise ConfigError(f"--trials must be in 1..1000, not {self.n_trials}")
+        if not 0.0 <= self.margin < 1.0:  # NaN fails both comparisons
+            raise ConfigError(
+                f"--margin must be in [0, 1) (a relative improvement; 0.01 = 1 %), not "
+                f"{self.margin}: a negative margin would let a worse challenger through"
+            )
+        if not 1 <= self.canary_percent <= 100:
+            raise ConfigError(f"--canary must be in 1..100, not {self.canary_percent}")
+
     def arguments(self) -> dict:
-        if self.n_trials < 1:
-            raise ConfigError("--trials must be at least 1")
         trials = self.trials or sample_trials(self.n_trials, self.seed)
         return {
             "spec_yaml": spec_to_text(self.spec),

@@ -70,3 +70,48 @@ def test_unreachable_s3_is_one_clear_store_error():
     )
     with pytest.raises(StoreError, match="cannot read s3://bucket/p/x"):
         open_store(settings).get("x")
+
+
+def test_a_hung_s3_server_fails_in_seconds_not_minutes(tmp_path):
+    """A server that accepts connections and never answers (a hung S3): the read timeout
+    and one retry bound the wait; the error names the store."""
+    import socket
+    import threading
+    import time
+
+    from driftloop.errors import StoreError
+    from driftloop.settings import load_settings
+    from driftloop.store import open_store
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # never read, never answer
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    settings = load_settings(
+        store_uri="s3://bucket/x",
+        s3_endpoint=f"127.0.0.1:{server.getsockname()[1]}",
+        s3_secure=False,
+        s3_access_key="k",
+        s3_secret_key="s",
+        s3_region="us-east-1",
+        s3_timeout_s=0.5,
+    )
+    t0 = time.monotonic()
+    with pytest.raises(StoreError, match="cannot read s3://bucket/x/k"):
+        open_store(settings).get("k")
+    assert time.monotonic() - t0 < 10  # (0.5 s read timeout) x 2 attempts, not 190 s
+    stop.set()
+    for c in held:
+        c.close()
+    server.close()

@@ -166,3 +166,27 @@ def test_bad_policy_is_a_config_error_naming_the_field(
         load_policy(p)
     with pytest.raises(ConfigError, match="does not exist"):
         load_policy(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("quality_metric: rsme\n", "quality_metric"),
+        ("cooldown: 100000000d\n", "cooldown"),
+        ("cooldown: -1d\n", "cooldown"),
+    ],
+)
+def test_misspelt_or_absurd_policy_values_are_refused(tmp_path, text, message):
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_policy(p)
+
+
+def test_key_features_must_be_features_of_the_model():
+    from driftloop.policy import check_policy
+
+    policy = DriftPolicy(key_features=["temp", "hr", "tmep"])
+    with pytest.raises(ConfigError, match=r"key_features \['tmep'\] are not features"):
+        check_policy(policy, ["temp", "hr", "season"])
+    check_policy(DriftPolicy(key_features=["hr"]), ["temp", "hr"])  # fine

@@ -61,3 +61,18 @@ def test_constant_column_is_a_warning_not_a_failure(tmp_path):
     report = _report(tmp_path, toy_frame().assign(colour="red"))
     assert report.failures == []
     assert [c.column for c in report.checks if c.status == "warn"] == ["colour"]
+
+
+def test_an_infinite_target_fails_before_any_training(tmp_path):
+    frame = toy_frame()
+    frame.loc[frame.index[3], "y"] = float("inf")
+    with pytest.raises(ValidationFailed, match="column 'y': target finite: 1 infinite"):
+        _report(tmp_path, frame).raise_if_failed()
+
+
+def test_a_negative_target_with_log_target_fails(tmp_path):
+    # log1p of a negative count is undefined; it used to be clipped to 0 silently.
+    frame = toy_frame()
+    frame.loc[frame.index[:2], "y"] = -3.0
+    with pytest.raises(ValidationFailed, match="2 negative value.*log_target"):
+        _report(tmp_path, frame, log_target=True).raise_if_failed()

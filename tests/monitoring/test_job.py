@@ -203,3 +203,23 @@ def test_drift_component_writes_the_report_as_a_kfp_html_artifact(served, tmp_pa
     # Its bool is the job's recorded decision (which depends on earlier triggers in flight).
     key = f"{window_prefix(MODEL, 'default-20120201T0000-20120215T0000')}/{WINDOW_SUMMARY}"
     assert task.outputs["Output"] is WindowRecord.parse(store.get(key), key).trigger
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--hours", "nan"], "--hours nan is out of range"),
+        (["--hours", "1e12"], "--hours 1000000000000.0 is out of range"),
+        (["--hours", "-1"], "--hours -1.0 is out of range"),
+        (["--retrain-days", "1000000000"], "--retrain-days 1000000000 is out of range"),
+        (["--margin", "-0.2"], "--margin -0.2 is out of range"),
+        (["--start", "yesterday", "--end", "2012-01-01"], "not an ISO time: 'yesterday'"),
+        (["--start", "0001-01-01T00:00:00+01:00", "--end", "2012-01-01"], "not an ISO time"),
+    ],
+)
+def test_bad_job_flags_are_one_line(tmp_path, capsys, flags, message):
+    from monitoring.job import main
+
+    code = main(["--store", str(tmp_path / "store"), "--model", MODEL, *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and message in err[0], err

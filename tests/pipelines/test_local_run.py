@@ -133,3 +133,24 @@ def test_unreachable_s3_store_and_kfp_host(tmp_path, capsys, monkeypatch, s3_set
     code, err = _cli(capsys, "--store", s3_settings.store_uri, *submit)
     assert code == 1 and len(err) == 1
     assert f"cannot create a run on Kubeflow Pipelines at http://127.0.0.1:{port}" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--start", "not-a-date"], "start 'not-a-date' is not an ISO 8601 time"),
+        (["--end", "2012-13-45"], "end '2012-13-45' is not an ISO 8601 time"),
+        (["--start", "2012-02-01", "--end", "2012-01-01"], "start 2012-02-01 is not before end"),
+        (["--margin", "-0.5"], "a negative margin would let a worse challenger through"),
+        (["--margin", "nan"], "--margin must be in [0, 1)"),
+        (["--trials", "0"], "--trials must be in 1..1000"),
+    ],
+)
+def test_bad_run_flags_are_one_line(tmp_path, capsys, flags, message):
+    spec = str(write_toy(tmp_path))
+    store = tmp_path / "store"
+    code, err = _cli(
+        capsys, "--store", str(store), "pipeline", "run", "--local", "--spec", spec, *flags
+    )
+    assert code == 1 and len(err) == 1 and message in err[0], err
+    assert not (store / "models").exists()
