@@ -216,8 +216,9 @@ def _problem(node: ast.AST, in_list: bool) -> str | None:
     if isinstance(node, ast.Compare) and any(isinstance(o, ast.Is | ast.IsNot) for o in node.ops):
         return "`is` is not allowed: use `==`, or isnull(x) for a missing value"
     if isinstance(node, ast.Call):
-        if not isinstance(node.func, ast.Name):
-            return "only functions can be called, by name"
+        if not isinstance(node.func, ast.Name):  # a refused callee is reported itself
+            refused = isinstance(node.func, tuple(_REFUSED))
+            return None if refused else "calling anything but a function by name is not allowed"
         if node.func.id not in FUNCTIONS:
             return f"function {node.func.id}() is not allowed; functions: {_FUNCTION_LIST}"
     if isinstance(node, ast.List | ast.Tuple):
@@ -457,10 +458,11 @@ def _all(*parts: Any) -> Any:
 
 
 def _eq_strings(a: Any, b: Any) -> Any:
-    """``==`` on strings; a missing value (None) equals nothing, not even another None."""
+    """``==`` on strings; a missing value equals nothing, not even another missing value
+    (NaN already does not; where ``a == b`` holds and ``a`` is None, so is ``b``)."""
     out = np.asarray(a == b, dtype=bool)
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        out &= ~pd.isna(a) & ~pd.isna(b)
+        out &= a != None  # noqa: E711 - numpy compares elementwise
     return out
 
 
