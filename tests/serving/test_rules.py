@@ -1,12 +1,25 @@
-"""Business rules: validated by pydantic, evaluated with DataFrame.eval."""
+"""Business rules: conditions in driftloop's expression language, compiled once against
+the input schema when a version is registered, promoted and loaded; hostile rules are
+refused before anything runs, and the predictor keeps answering."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from driftloop.errors import ConfigError
-from driftloop.rules import load_rules
+from driftloop.formats import (
+    TabularSchema,
+)
+from driftloop.rules import Rule, RuleSet, check_version_rules, load_rules
+from tests.conftest import ROOT
 
 FEATURES = {"temp": "numeric", "hr": "categorical", "weathersit": "categorical"}
 GOOD = """
@@ -52,3 +65,140 @@ def test_bad_rules_file_is_one_config_error_naming_the_rule(text: str, needle: s
     with pytest.raises(ConfigError) as e:
         load_rules(text, FEATURES)
     assert needle in str(e.value)
+
+
+def rules_yaml(*whens: str, name: str = "evil") -> str:
+    rules = [{"name": f"{name}{i or ''}", "when": w} for i, w in enumerate(whens)]
+    return yaml.safe_dump({"rules": rules})
+
+
+# Payloads from the security review: on pandas.eval each ran as the server, at load time
+# and on every request, with its environment (S3 credentials) in reach.
+PAYLOADS = [
+    "hr.__init__.__globals__.get('__builtins__').get('__import__').__self__"
+    ".__import__('os').system('touch {canary}') == 0",
+    "hr.__init__.__globals__.get('__builtins__').get('__import__').__self__"
+    ".open('{canary}', 'w').write('x') == 1",
+    "temp.__init__.__globals__.get('__builtins__').get('__import__').__self__"
+    ".__import__('pathlib').Path('{canary}').touch() == 0",
+    "hr.__class__.__init__.__globals__.get('__builtins__').get('__import__')('os')"
+    ".system('touch {canary}') == 0",
+    "open('{canary}', 'w').write('x') == 1",
+    "eval(\"__import__('os').system('touch {canary}')\") == 0",
+    "getattr(hr, '__init__') == 0",
+    "temp.__class__.__mro__[-1].__subclasses__()[0] == 0",
+    "(lambda: __import__('os').system('touch {canary}'))() == 0",
+    "[__import__('os').system('touch {canary}') for _ in hr] == 0",
+    "abs(temp, out=temp) > 0",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+@pytest.mark.parametrize("features", [FEATURES, None], ids=["schema", "no-schema"])
+def test_hostile_rules_are_refused_at_load_and_never_run(
+    payload: str, features: dict | None, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    text = rules_yaml("temp > 0.5", payload.format(canary=canary), name="r")
+    with pytest.raises(ConfigError) as e:
+        load_rules(text, features)
+    message = str(e.value)
+    assert message.startswith("rule 'r1': ") and "not allowed" in message, message
+    assert "\n" not in message
+    # A RuleSet built without load_rules checks the language on first use, as well.
+    with pytest.raises(ConfigError, match="rule 'r1': .*not allowed"):
+        RuleSet(rules=[Rule(name="r1", when=payload.format(canary=canary))]).evaluate(
+            {"temp": [1.0], "hr": ["1"], "weathersit": ["1"]}
+        )
+    assert not canary.exists()
+
+
+def test_a_power_tower_neither_stalls_loading_nor_evaluating() -> None:
+    # pandas.eval computed 9 ** 9 ** 9 as a Python integer: the predictor never answered
+    # again. A subprocess, so that a stall fails this test instead of hanging the run.
+    code = f"""
+import pandas as pd
+from driftloop.rules import load_rules
+rules = load_rules({rules_yaml("temp > 9 ** 9 ** 9", "-temp < -(9 ** 9 ** 9)")!r}, {FEATURES!r})
+frame = pd.DataFrame({{"temp": [0.5, 1e308], "hr": ["1", "2"], "weathersit": ["1", None]}})
+print(rules.evaluate(frame))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[[], []]"
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (rules_yaml(*["temp > 1"] * 101), "rules: List should have at most 100 items"),
+        (
+            rules_yaml(*["temp > 1" + " or temp > 1" * 30] * 6),
+            "too large: 564 > 500 expression nodes",
+        ),
+        ("# padding\n" * 7000 + rules_yaml("temp > 1"), "rules file is too large: 70"),
+        (rules_yaml("temp in [" + ", ".join(["1"] * 10**6) + "]"), "rules file is too large"),
+        (
+            rules_yaml("(" * 500 + "temp" + ")" * 500 + " > 1"),
+            "rule 'evil': expression is too long",
+        ),
+        (rules_yaml("temp > 1" + "0" * 100), "rule 'evil': number out of range"),
+        (rules_yaml("hr < '17'"), "rule 'evil': `<` compares numbers, not a string"),
+    ],
+)
+def test_bounds_of_a_rules_file(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_rules(text, FEATURES)
+    assert message in str(e.value) and len(str(e.value)) < 400
+
+
+def test_the_costliest_file_the_bounds_allow_is_still_cheap() -> None:
+    from driftloop.rules import MAX_RULE_NODES
+
+    # Column-to-column string equality is the costliest node: fill the file with it.
+    whens, left = [], MAX_RULE_NODES
+    while left >= 4:
+        terms = min(60, (left - 1) // 3)  # 3 nodes a term, 1 for the `or`
+        whens.append(" or ".join(["a == b"] * terms))
+        left -= 3 * terms + (terms > 1)
+    rules = load_rules(rules_yaml(*whens), {"a": "categorical", "b": "categorical"})
+    assert sum(p.nodes for p in rules.parsed()) > MAX_RULE_NODES - 4
+    n = 1000
+    cols = {
+        "a": [str(i % 4) for i in range(n)],
+        "b": [str(i % 3) if i % 5 else None for i in range(n)],
+    }
+    start = time.perf_counter()
+    fired = rules.evaluate(cols)
+    assert time.perf_counter() - start < 1.0  # measured: a few ms (bench/rules.py)
+    assert len(fired[1]) == len(whens) and fired[5] == [] and fired[0] == []
+
+
+def test_missing_values_never_fire_a_comparison() -> None:
+    rules = load_rules(GOOD, FEATURES)
+    cols = {"temp": np.array([np.nan, np.nan]), "hr": [None, "17"], "weathersit": ["3", None]}
+    assert rules.evaluate(cols) == [[], []]
+    negated = load_rules(rules_yaml("hr != '17'", "not (temp < 0.1)"), FEATURES)
+    assert negated.evaluate(cols) == [["evil", "evil1"], ["evil1"]]
+
+
+def test_rules_quote_columns_that_are_not_identifiers() -> None:
+    features = {"nr.employed": "numeric", "default": "categorical"}
+    rules = load_rules(rules_yaml("`nr.employed` > 5100 and default != 'yes'"), features)
+    assert rules.evaluate({"nr.employed": [5200.0, 5000.0], "default": ["no", "no"]}) == [
+        ["evil"],
+        [],
+    ]
+
+
+def test_check_version_rules_compiles_against_the_schema() -> None:
+    schema = TabularSchema.of_columns(["temp"], ["hr", "weathersit"])
+    assert len(check_version_rules(GOOD.encode(), schema, "m v1/rules.yaml").rules) == 3
+    bad = rules_yaml("tmp > 1", name="typo")
+    with pytest.raises(ConfigError) as e:
+        check_version_rules(bad, schema, "m v1/rules.yaml")
+    assert str(e.value).startswith("m v1/rules.yaml: rule 'typo': unknown column 'tmp'")
+    with pytest.raises(ConfigError, match="m v1/rules.yaml: not UTF-8"):
+        check_version_rules(b"\xff\xfe", schema, "m v1/rules.yaml")
