@@ -4,11 +4,16 @@ refused before anything runs, and the predictor keeps answering."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,10 +21,22 @@ import yaml
 
 from driftloop.errors import ConfigError
 from driftloop.formats import (
+    Alias,
+    Aliases,
+    FileEntry,
+    Lineage,
+    Manifest,
     TabularSchema,
+    VersionFiles,
+    aliases_key,
 )
+from driftloop.ports import free_port
+from driftloop.registry import Registry, sha256
 from driftloop.rules import Rule, RuleSet, check_version_rules, load_rules
-from tests.conftest import ROOT
+from driftloop.steps import register
+from driftloop.store import LocalStore
+from tests.conftest import ROOT, wait_for
+from tests.serving.conftest import Trained, rows
 
 FEATURES = {"temp": "numeric", "hr": "categorical", "weathersit": "categorical"}
 GOOD = """
@@ -202,3 +219,151 @@ def test_check_version_rules_compiles_against_the_schema() -> None:
     assert str(e.value).startswith("m v1/rules.yaml: rule 'typo': unknown column 'tmp'")
     with pytest.raises(ConfigError, match="m v1/rules.yaml: not UTF-8"):
         check_version_rules(b"\xff\xfe", schema, "m v1/rules.yaml")
+
+
+# -- registration, promotion and the predictor -------------------------------------------
+@pytest.mark.parametrize(
+    "when,message",
+    [
+        ("tmp > 1", "rule 'evil': unknown column 'tmp'"),
+        (PAYLOADS[0], "rule 'evil': attribute access is not allowed: `hr.__init__`"),
+    ],
+)
+def test_register_refuses_rules_that_do_not_compile_against_the_schema(
+    bike: Trained, tmp_path: Path, when: str, message: str
+) -> None:
+    canary = tmp_path / "canary"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_yaml(when.format(canary=canary)))
+    spec = bike.spec.model_copy(update={"rules": str(rules)})
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(ConfigError) as e:
+        register(bike.model_dir, bike.train_path, bike.test_path, spec, store, Lineage(), True)
+    assert str(e.value) == f"{rules}: {message}" or (
+        str(e.value).startswith(f"{rules}: {message}") and "\n" not in str(e.value)
+    )
+    assert store.list("models") == []  # nothing registered, not even a claim
+    assert not canary.exists()
+
+
+def hostile_version(bike: Trained, registry: Registry, rules: str, tmp_path: Path) -> int:
+    """A version whose files are all sound but whose rules.yaml is ``rules``, registered
+    straight through the registry (as a writer with store access could)."""
+    src = tmp_path / "src"
+    shutil.copytree(bike.dir, src)
+    (src / VersionFiles.MANIFEST).unlink()
+    (src / VersionFiles.RULES).write_text(rules)
+    return registry.register(bike.spec.name, src, Lineage(), "tabular-torch").version
+
+
+@dataclass
+class Follower:
+    """``driftloop serve`` in a subprocess, following the production alias of a copy of
+    bike's store: a stall there fails a test instead of hanging the test run."""
+
+    registry: Registry
+    url: str
+    log: Path  # its stdout and stderr
+    body: dict  # a V1 request of three rows
+
+    def predict(self) -> dict:
+        r = httpx.post(f"{self.url}/v1/models/{MODEL}:predict", json=self.body, timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+MODEL = "bike-sharing"
+
+
+@pytest.fixture(scope="module")
+def follower(bike: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Follower]:
+    root = tmp_path_factory.mktemp("follow")
+    shutil.copytree(bike.store.root, root / "store")
+    port, log = free_port(), root / "server.log"
+    env = {**os.environ, "DRIFTLOOP_STORE_URI": str(root / "store")}
+    cmd = [sys.executable, "-c", "import sys; from driftloop.cli import main; sys.exit(main())"]
+    cmd += ["serve", "--model", MODEL, "--port", str(port), "--watch-interval", "0.1"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return proc.poll() is not None  # stop waiting if it died
+
+    try:
+        assert wait_for(ready, timeout=90) and proc.poll() is None, log.read_text()
+        yield Follower(Registry(LocalStore(root / "store")), url, log, {"instances": rows(bike, 3)})
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # stuck where signal handlers cannot run
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_power_tower_rule_neither_stalls_the_predictor_nor_blocks_rollback(
+    follower: Follower, bike: Trained, tmp_path: Path
+) -> None:
+    reg, before = follower.registry, follower.registry.alias(MODEL, "production")
+    assert follower.predict()["model_version"] == str(before)
+    text = rules_yaml("temp > 9 ** 9 ** 9", "weathersit in ['1', '2', '3', '4']", name="r")
+    version = hostile_version(bike, reg, text, tmp_path)
+    reg.promote(MODEL, version)  # a valid rule: temp > inf, never true
+    assert wait_for(lambda: follower.predict()["model_version"] == str(version), timeout=30)
+    body = follower.predict()
+    assert body["rules_fired"] == [["r1"]] * 3
+    assert httpx.get(f"{follower.url}/metrics", timeout=5).status_code == 200
+    assert reg.rollback(MODEL) == before  # and the rollback is picked up
+    assert wait_for(lambda: follower.predict()["model_version"] == str(before), timeout=30)
+
+
+@pytest.mark.parametrize(
+    "when,message",
+    [
+        (PAYLOADS[0], "rule 'evil': attribute access is not allowed: `hr.__init__`"),
+        ("tmp > 1", "rule 'evil': unknown column 'tmp'"),
+    ],
+)
+def test_a_version_with_rules_that_do_not_compile_is_never_served(
+    follower: Follower, bike: Trained, tmp_path: Path, when: str, message: str
+) -> None:
+    canary = tmp_path / "canary"
+    reg, current = follower.registry, follower.registry.alias(MODEL, "production")
+    version = hostile_version(bike, reg, rules_yaml(when.format(canary=canary)), tmp_path)
+    with pytest.raises(ConfigError) as e:  # promotion verifies the rules first
+        reg.promote(MODEL, version)
+    assert str(e.value).startswith(f"{MODEL} v{version}/rules.yaml: {message}")
+    assert reg.alias(MODEL, "production") == current
+    # Someone with write access to the store moves the alias anyway: the server tries to
+    # load the version, refuses it, and the old one keeps answering.
+    saved = reg.store.get(aliases_key(MODEL))
+    forced = Aliases(production=Alias(version=version, updated="now"), previous=None)
+    reg.store.put(aliases_key(MODEL), forced.dump())
+    try:
+        assert wait_for(lambda: f"v{version}/rules.yaml: {message}" in follower.log.read_text())
+        for _ in range(5):
+            assert follower.predict()["model_version"] == str(current)
+    finally:
+        reg.store.put(aliases_key(MODEL), saved)
+    assert not canary.exists()
+
+
+def test_the_container_refuses_to_start_on_hostile_rules(bike: Trained, tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    models = tmp_path / "models"
+    shutil.copytree(bike.dir, models)
+    (models / VersionFiles.RULES).write_text(rules_yaml(PAYLOADS[0].format(canary=canary)))
+    manifest = Manifest.parse((models / VersionFiles.MANIFEST).read_bytes(), "manifest")
+    data = (models / VersionFiles.RULES).read_bytes()
+    manifest.files[VersionFiles.RULES] = FileEntry(sha256=sha256(data), bytes=len(data))
+    (models / VersionFiles.MANIFEST).write_bytes(manifest.dump())  # a consistent copy
+    cmd = [sys.executable, "-m", "serving", "--model_dir", str(models), "--model_name", "bike"]
+    cmd += ["--http_port", str(free_port()), "--grpc_port", str(free_port())]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=ROOT)
+    assert out.returncode == 1
+    assert "rules.yaml: rule 'evil': attribute access is not allowed" in out.stderr
+    assert not canary.exists()
