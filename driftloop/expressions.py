@@ -53,6 +53,8 @@ from __future__ import annotations
 import ast
 import functools
 import operator
+import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, cast
@@ -167,7 +169,9 @@ def parse(text: str, where: str = "expression") -> Parsed:
     lead = len(code) - len(code.lstrip())  # a leading blank is an IndentationError
     code = code[lead:]
     try:
-        tree = ast.parse(code, mode="eval").body  # parses only: nothing is compiled or run
+        with warnings.catch_warnings():  # e.g. '\d': the same string whatever the filters
+            warnings.simplefilter("ignore")
+            tree = ast.parse(code, mode="eval").body  # parses only: nothing compiled or run
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         detail, offset = getattr(e, "msg", None) or str(e), getattr(e, "offset", None)
         if isinstance(offset, int) and getattr(e, "lineno", 1) == 1 and not quoted:
@@ -247,33 +251,28 @@ def _is_literal(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) in (int, float, str)
 
 
+# A string literal (left alone: a backtick in it is text) or a backtick-quoted name.
+_QUOTED = re.compile(r"""('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")|`([^`]*)`""")
+
+
 def _unquote(text: str, where: str) -> tuple[str, dict[str, str]]:
-    """Replace each backtick-quoted name by a placeholder identifier that occurs nowhere in
-    ``text``; backticks inside string literals are left alone."""
+    """Replace each backtick-quoted name by a placeholder identifier found nowhere in
+    ``text``; returns the code to parse and placeholder -> name."""
     if "`" not in text:
         return text, {}
-    tag = "_q"
+    tag, by_name = "_q", dict[str, str]()
     while tag in text:
         tag += "q"
-    out, by_name, i = [], dict[str, str](), 0
-    while i < len(text):
-        c = text[i]
-        if c in "'\"":  # a string literal, whole (an escape skips one character)
-            j = i + 1
-            while j < len(text) and text[j] != c:
-                j += 2 if text[j] == "\\" else 1
-            out.append(text[i : j + 1])
-            i = j + 1
-        elif c == "`":
-            j = text.find("`", i + 1)
-            if j <= i + 1:
-                raise ConfigError(f"{where}: unclosed or empty backtick name at character {i + 1}")
-            out.append(by_name.setdefault(text[i + 1 : j], f"{tag}{len(by_name)}"))
-            i = j + 1
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out), {ph: name for name, ph in by_name.items()}
+
+    def placeholder(m: re.Match[str]) -> str:
+        if m[1] is not None:
+            return m[1]
+        if not m[2]:
+            raise ConfigError(f"{where}: empty backtick name at character {m.start() + 1}")
+        return by_name.setdefault(m[2], f"{tag}{len(by_name)}")
+
+    code = _QUOTED.sub(placeholder, text)
+    return code, {ph: name for name, ph in by_name.items()}
 
 
 # -- 2. compile: names, types, constant parts computed once -------------------------------------
@@ -488,7 +487,11 @@ def evaluate_all(
             if name not in env:
                 env[name] = _column(columns, name, kind)
     if n is None:
-        n = len(columns) if isinstance(columns, pd.DataFrame) else len(next(iter(columns.values())))
+        n = (
+            len(columns)
+            if isinstance(columns, pd.DataFrame)
+            else len(next(iter(columns.values()), ()))
+        )
     for name, values in env.items():
         if len(values) != n:
             raise DataError(f"column {name!r} has {len(values)} values, expected {n}")

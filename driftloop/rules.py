@@ -79,7 +79,11 @@ class RuleSet(BaseModel):
     def evaluate(self, columns: Columns) -> list[list[str]]:
         """Per row, the names of the rules whose ``when`` is true. ``columns``: a DataFrame
         or a mapping of every feature to its values (what the predictor decodes)."""
-        n = len(columns) if isinstance(columns, pd.DataFrame) else len(next(iter(columns.values())))
+        n = (
+            len(columns)
+            if isinstance(columns, pd.DataFrame)
+            else len(next(iter(columns.values()), ()))
+        )
         fired: list[list[str]] = [[] for _ in range(n)]
         if not self.rules:
             return fired
@@ -114,8 +118,13 @@ class RuleSet(BaseModel):
 
 
 def _kind_of(values: Any) -> str:
-    dtype = values.dtype if isinstance(values, pd.Series | np.ndarray) else np.asarray(values).dtype
-    return "numeric" if dtype.kind in "fiub" else "categorical"
+    """A column's kind from its values, for rules loaded without features: a numeric dtype,
+    or only numbers and missing values, is numeric; anything else categorical."""
+    if isinstance(values, pd.Series | np.ndarray) and values.dtype != object:
+        return "numeric" if values.dtype.kind in "fiub" else "categorical"
+    present = [v for v in values if v is not None and v == v]  # NaN != NaN
+    number = all(isinstance(v, int | float) and not isinstance(v, bool) for v in present)
+    return "numeric" if present and number else "categorical"
 
 
 def load_rules(text: str, features: dict[str, str] | None = None) -> RuleSet:
@@ -123,8 +132,9 @@ def load_rules(text: str, features: dict[str, str] | None = None) -> RuleSet:
 
     ``features`` (name -> "numeric" | "categorical", the schema's kinds) compiles every
     condition at load: an unknown column or a condition that is not true/false fails here,
-    not on the first request. Without it, the language is still checked at load and each
-    condition compiled on first use against the kinds of the columns it is given.
+    not on the first request. Without it, the language and the bounds are still checked at
+    load, and the conditions compiled on first use against the kinds of the columns given
+    (numbers: numeric; anything else: categorical).
     """
     if len(text) > MAX_RULES_BYTES:
         raise ConfigError(f"rules file is too large: {len(text)} > {MAX_RULES_BYTES} bytes")

@@ -367,3 +367,14 @@ def test_the_container_refuses_to_start_on_hostile_rules(bike: Trained, tmp_path
     assert out.returncode == 1
     assert "rules.yaml: rule 'evil': attribute access is not allowed" in out.stderr
     assert not canary.exists()
+
+
+def test_rules_loaded_without_features_take_the_kinds_of_the_columns_given() -> None:
+    with_schema, without = load_rules(GOOD, FEATURES), load_rules(GOOD)
+    cols = {"temp": [0.05, None, 0.6], "hr": ["17", None, "17"], "weathersit": ["3", "3", None]}
+    frame = pd.DataFrame(cols)
+    expected = [["storm_peak", "cold", "extreme"], [], ["extreme"]]
+    assert with_schema.evaluate(cols) == without.evaluate(cols) == expected
+    assert without.evaluate(frame) == expected
+    with pytest.raises(ConfigError, match="rule 'storm_peak': unknown column 'weathersit'"):
+        load_rules(GOOD).evaluate({"temp": [1.0], "hr": ["1"]})
