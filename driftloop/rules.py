@@ -21,7 +21,7 @@ input schema; a construct outside the language, an unknown column or a condition
 not true/false is one ConfigError naming the rule.
 
 Cost. Each ``when`` is compiled once, at load; a request then costs a few numpy calls
-per rule over its columns (bike's 2 rules on one row: ~10 µs, ``bench/rules.py``). The
+per rule over its columns (bike's 2 rules on one row: ~0.02 ms, ``bench/rules.py``). The
 cost per request is bounded by design, not by a timer: a file holds at most ``MAX_RULES``
 rules and ``MAX_RULE_NODES`` syntax nodes, the language has no loops, no calls but numpy
 functions and no way to build data, and each node is a vectorised call (or one set lookup
