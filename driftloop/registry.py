@@ -12,7 +12,8 @@ Layout (``driftloop.formats``)::
 A crash mid-registration leaves files without COMMITTED: invisible to every reader and
 never reused (the CLAIM stays). Promote and rollback are single writes of the aliases
 object, so no cut can leave one pointer moved and the other not; promote first verifies
-that the version is committed, of a known family, and that every file matches its sha256.
+that the version is committed, of a known family, that every file matches its sha256 and
+that its business rules compile against its input schema (``rules.check_version_rules``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from driftloop.formats import (
     VersionFiles,
     aliases_key,
     legacy_alias_key,
+    parse_schema,
     version_prefix,
     versions_prefix,
 )
@@ -125,13 +127,25 @@ class Registry:
 
     def verify(self, ref: VersionRef) -> Manifest:
         """The manifest, after checking that the version is committed, its family is
-        known and every file it lists is present and matches its sha256."""
+        known, every file it lists is present and matches its sha256, and its business
+        rules (if any) compile against its input schema (ConfigError if not)."""
         from driftloop.families import get_family
+        from driftloop.rules import check_version_rules
 
         man = self.manifest(ref)
         get_family(man.family, where=str(ref))
+        kept = {}
         for name in man.files:
-            self.read_file(ref, name, man)
+            data = self.read_file(ref, name, man)
+            if name in (VersionFiles.RULES, VersionFiles.SCHEMA):
+                kept[name] = data
+        if VersionFiles.RULES in kept:
+            if VersionFiles.SCHEMA not in kept:
+                raise IntegrityError(
+                    f"{ref} has {VersionFiles.RULES} but no {VersionFiles.SCHEMA} to check it"
+                )
+            schema = parse_schema(kept[VersionFiles.SCHEMA], f"{ref}/{VersionFiles.SCHEMA}")
+            check_version_rules(kept[VersionFiles.RULES], schema, f"{ref}/{VersionFiles.RULES}")
         return man
 
     def resolve(

@@ -37,6 +37,7 @@ from driftloop.formats import (
 from driftloop.gate import GateDecision, decide
 from driftloop.metrics import better, confusion, roc_points, scores
 from driftloop.registry import Registry, VersionRef
+from driftloop.rules import check_version_rules
 from driftloop.spec import DatasetSpec, parse_spec
 from driftloop.store import Store
 from driftloop.validation import validate
@@ -216,12 +217,18 @@ def register(
 ) -> VersionRef:
     trial = trial_record(model_dir)
     family = get_family(trial.family, str(model_dir))
-    model, train_df = family.load(model_dir), read(train)
+    model = family.load(model_dir)
+    schema = model.input_schema(spec)
+    # Business rules must compile against the input schema before anything is written:
+    # the predictor would refuse to load them, and promotion to promote them.
+    rules = read_uri(spec.rules_uri, "rules file") if spec.rules_uri is not None else None
+    if rules is not None:
+        check_version_rules(rules, schema, str(spec.rules_uri))
+    train_df = read(train)
     test_metrics = evaluate_on_test(model_dir, test, spec)["metrics"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         model.save(out)
-        schema = model.input_schema(spec)
         (out / VersionFiles.SCHEMA).write_bytes(schema.dump())
         evaluation = lineage.evaluation
         metrics = VersionMetrics(
@@ -231,8 +238,8 @@ def register(
             gate=evaluation.gate,
         )
         (out / VersionFiles.METRICS).write_bytes(metrics.dump())
-        if spec.rules_uri is not None:
-            (out / VersionFiles.RULES).write_bytes(read_uri(spec.rules_uri, "rules file"))
+        if rules is not None:
+            (out / VersionFiles.RULES).write_bytes(rules)
         # The spec it was trained from: the drift job retrains from it, no flags needed.
         (out / VersionFiles.DATASET).write_text(spec_to_text(spec))
         # The drift reference: a sample with predictions, and its statistics precomputed

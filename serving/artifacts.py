@@ -8,7 +8,9 @@ Two sources, one result:
 - the store, via ``Registry.download`` (which verifies as it copies).
 
 The version's family (recorded in its manifest) loads the model; a family this
-installation does not know refuses to load with one message naming the version. The
+installation does not know refuses to load with one message naming the version, and so
+do business rules that do not compile against the version's schema
+(``driftloop.rules.check_version_rules``: nothing in them is ever executed). The
 bundle is built completely before anyone sees it, so swapping models is one reference
 assignment (see ``serving.model.Predictor.swap``).
 """
@@ -23,7 +25,7 @@ from driftloop.errors import IntegrityError, NotFound
 from driftloop.families import FittedModel, get_family
 from driftloop.formats import InputSchema, Manifest, VersionFiles, parse_schema
 from driftloop.registry import Registry, VersionRef, sha256
-from driftloop.rules import RuleSet, load_rules
+from driftloop.rules import RuleSet, check_version_rules
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,11 @@ def load_dir(directory: Path, verify: bool = True) -> Bundle:
         raise NotFound(f"{directory} has no {VersionFiles.SCHEMA}: not a servable version")
     schema = parse_schema(schema_path.read_bytes(), f"{where}/{VersionFiles.SCHEMA}")
     rules_path = directory / VersionFiles.RULES
-    rules = load_rules(rules_path.read_text(), schema.kinds) if rules_path.is_file() else None
+    rules = (
+        check_version_rules(rules_path.read_bytes(), schema, f"{where}/{VersionFiles.RULES}")
+        if rules_path.is_file()
+        else None
+    )
     model = family.load(directory)  # the family's safe files; never pickle
     if model.inputs != schema.names:
         raise IntegrityError(

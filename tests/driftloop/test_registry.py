@@ -1,9 +1,11 @@
+import re
 import threading
 
 import pytest
+import yaml
 
 from driftloop.errors import ConfigError, IntegrityError, NotFound, RegistryError
-from driftloop.formats import Aliases, Lineage, Manifest
+from driftloop.formats import Aliases, Lineage, Manifest, TabularSchema, VersionFiles
 from driftloop.registry import Registry, VersionRef
 
 FAMILY = "tabular-torch"
@@ -112,3 +114,51 @@ def test_a_manifest_naming_a_file_outside_the_version_is_refused(store, tmp_path
     with pytest.raises(IntegrityError, match="not a relative, normalised path"):
         reg.download(ref, tmp_path / "out")
     assert not (tmp_path / "etc").exists() and not list((tmp_path).glob("out/**/passwd"))
+
+
+def _with_rules(tmp_path, tag: str, when: str, schema: bool = True):
+    d = _version_dir(tmp_path, tag)
+    if schema:
+        s = TabularSchema.of_columns(["temp"], ["hr"], model="m")
+        (d / VersionFiles.SCHEMA).write_bytes(s.dump())
+    rules = {"rules": [{"name": "r", "when": when}]}
+    (d / VersionFiles.RULES).write_text(yaml.safe_dump(rules))
+    return d
+
+
+@pytest.mark.parametrize(
+    "when,message",
+    [
+        ("tmp > 1", "m v1/rules.yaml: rule 'r': unknown column 'tmp'"),
+        ("temp + 1", "m v1/rules.yaml: rule 'r': must be a condition (true/false), not a number"),
+        (
+            "hr.__init__.__globals__.get('__builtins__').get('__import__').__self__"
+            ".__import__('os').system('touch {canary}') == 0",
+            "m v1/rules.yaml: rule 'r': attribute access is not allowed: `hr.__init__`",
+        ),
+    ],
+)
+def test_a_version_whose_rules_do_not_compile_against_its_schema_is_never_promoted(
+    store, tmp_path, when, message
+):
+    canary = tmp_path / "canary"
+    reg = Registry(store)
+    ref = _register(reg, _with_rules(tmp_path, "a", when.format(canary=canary)))
+    with pytest.raises(ConfigError) as e:
+        reg.verify(ref)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        reg.promote("m", 1)
+    assert reg.alias("m", "production") is None
+    assert not canary.exists()
+    # Rules that compile against the schema promote.
+    _register(reg, _with_rules(tmp_path, "b", "temp > 0.5 and hr in ['17', '18']"))
+    reg.promote("m", 2)
+    assert reg.alias("m", "production") == 2
+
+
+def test_rules_without_a_schema_to_check_them_against_are_refused(store, tmp_path):
+    reg = Registry(store)
+    _register(reg, _with_rules(tmp_path, "a", "temp > 1", schema=False))
+    with pytest.raises(RegistryError, match="m v1 has rules.yaml but no schema.json"):
+        reg.promote("m", 1)
