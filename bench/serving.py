@@ -1,18 +1,22 @@
-"""Serving latency on loopback: our predictor vs a no-op kserve.Model, logging on vs off.
+"""Serving latency on loopback: our predictor vs a no-op kserve.Model, logging on vs off,
+V1 and V2 over HTTP and the Open Inference Protocol over gRPC.
 
     .venv/bin/python bench/serving.py [--n 2000] [--warmup 200]
 
 1. Train a small bike-sharing model in-process (default architecture, 2 epochs: latency
    depends on the architecture, not on how well it fits) and register it in a temp store.
-2. Start one kserve REST server on 127.0.0.1 in a subprocess (so the client does not share
-   its GIL) hosting: ``bike`` (our predictor), ``bike-logged`` (payload logging to a fake
-   collector, itself another subprocess answering 200) and ``noop`` (returns a constant).
-3. Sequential requests over one persistent httpx connection; each figure is measured after
-   ``--warmup`` requests, the four single-row targets interleaved in ten rounds so that a
-   slow phase of the machine cannot favour one of them. The LAST stdout line is one JSON
-   object with the figures.
+2. Start one kserve REST server and driftloop's gRPC server on 127.0.0.1 in a subprocess
+   (so the client does not share its GIL) hosting: ``bike`` (our predictor), ``bike-logged``
+   (payload logging to a fake collector, itself another subprocess answering 200) and
+   ``noop`` (returns a constant, V1 or V2).
+3. Sequential requests over one persistent connection per protocol (httpx; tritonclient's
+   gRPC client, which sends raw contents as standard clients do); each figure is measured
+   after ``--warmup`` requests, the six single-row targets interleaved in ten rounds so
+   that a slow phase of the machine cannot favour one of them. The LAST stdout line is
+   one JSON object with the figures.
 
-Goals: v1 single-row p50 <= 1.3 x no-op p50; logging adds <= 10 % to p50.
+Goals: v1 single-row p50 <= 1.3 x no-op p50; logging adds <= 10 % to p50; gRPC p50 <=
+V2 HTTP p50.
 """
 
 from __future__ import annotations
@@ -73,12 +77,13 @@ def prepare(root: Path) -> tuple[Path, list[dict]]:
     return root / "store", rows
 
 
-def serve(port: int, store: str, logger_url: str) -> None:
+def serve(port: int, grpc_port: int, store: str, logger_url: str) -> None:
     """The server subprocess."""
     import logging
 
     import torch
     from kserve import Model
+    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
     from driftloop.registry import Registry
     from driftloop.store import LocalStore
@@ -92,7 +97,14 @@ def serve(port: int, store: str, logger_url: str) -> None:
             super().__init__("noop")
             self.ready = True
 
-        def predict(self, payload: dict, headers: dict | None = None) -> dict:
+        def predict(
+            self, payload: dict | InferRequest, headers: dict | None = None
+        ) -> dict | InferResponse:
+            if isinstance(payload, InferRequest):
+                out = InferOutput("prediction", [1], "FP64", [0.0])
+                return InferResponse(
+                    "noop", "noop", [out], use_binary_outputs=payload.use_binary_outputs
+                )
             return {"predictions": [0.0]}
 
     torch.set_num_threads(DEFAULT_TORCH_THREADS)  # as `python -m serving` / `driftloop serve`
@@ -105,28 +117,49 @@ def serve(port: int, store: str, logger_url: str) -> None:
         Predictor("bike-logged", lambda: load_from_registry(reg, ref), emitter=emitter),
     ]
     logging.getLogger().setLevel(logging.WARNING)  # no per-request log lines
-    LocalServer(models, port=port).run()
+    LocalServer(models, port=port, grpc_port=grpc_port).run()
 
 
-def measure(client, targets: dict[str, tuple[str, dict]], n: int, warmup: int) -> dict:
-    """Sequential requests to each target (name -> (path, body)), interleaved in rounds of
-    n/10 so that drift in the machine's state over the run hits every target alike."""
-    headers = {"content-type": "application/json"}
-    contents = {k: (path, json.dumps(body).encode()) for k, (path, body) in targets.items()}
-    for path, content in contents.values():
+def http(client, path: str, body: dict):
+    """One HTTP target for measure: a call that posts ``body`` and fails on an error."""
+    content, headers = json.dumps(body).encode(), {"content-type": "application/json"}
+    return lambda: client.post(path, content=content, headers=headers).raise_for_status()
+
+
+def grpc_target(client, model: str, row: dict):
+    """One gRPC target: tritonclient's infer of one row, raw contents (as it always sends)."""
+    import numpy as np
+    import tritonclient.grpc as tgrpc
+
+    inputs = []
+    for k, v in row.items():
+        t = tgrpc.InferInput(k, [1], "BYTES" if isinstance(v, str) else "FP64")
+        t.set_data_from_numpy(
+            np.array([v.encode()], dtype=np.object_)
+            if isinstance(v, str)
+            else np.array([v], dtype=np.float64)
+        )
+        inputs.append(t)
+    return lambda: client.infer(model, inputs)
+
+
+def measure(targets: dict, n: int, warmup: int) -> dict:
+    """Sequential calls to each target (name -> a call that makes one request and raises on
+    failure), interleaved in rounds of n/10 so that drift in the machine's state over the
+    run hits every target alike."""
+    for call in targets.values():
         for _ in range(warmup):
-            client.post(path, content=content, headers=headers).raise_for_status()
+            call()
     times: dict[str, list[float]] = {k: [] for k in targets}
     busy = dict.fromkeys(targets, 0.0)
     rounds = 10
     for r in range(rounds):
-        for k, (path, content) in contents.items():
+        for k, call in targets.items():
             t0 = time.perf_counter()
             for _ in range(n // rounds + (r < n % rounds)):
                 t = time.perf_counter()
-                resp = client.post(path, content=content, headers=headers)
+                call()
                 times[k].append(time.perf_counter() - t)
-                resp.raise_for_status()
             busy[k] += time.perf_counter() - t0
     out = {}
     for k, ts in times.items():
@@ -161,20 +194,24 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--batch-n", type=int, default=200, help="1,000-row requests to time")
     p.add_argument(
-        "--serve", nargs=3, metavar=("PORT", "STORE", "LOGGER_URL"), help=argparse.SUPPRESS
+        "--serve",
+        nargs=4,
+        metavar=("PORT", "GRPC_PORT", "STORE", "LOGGER_URL"),
+        help=argparse.SUPPRESS,
     )
     args = p.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1], args.serve[2])
+        serve(int(args.serve[0]), int(args.serve[1]), args.serve[2], args.serve[3])
         return
 
     import httpx
+    import tritonclient.grpc as tgrpc
 
     from driftloop.ports import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         store, rows = prepare(Path(tmp))
-        rport, sport = free_port(), free_port()
+        rport, sport, gport = free_port(), free_port(), free_port()
         procs = [
             subprocess.Popen([sys.executable, "-c", RECEIVER, str(rport)]),
             subprocess.Popen(
@@ -183,6 +220,7 @@ def main() -> None:
                     __file__,
                     "--serve",
                     str(sport),
+                    str(gport),
                     str(store),
                     f"http://127.0.0.1:{rport}/",
                 ],
@@ -191,7 +229,10 @@ def main() -> None:
             ),
         ]
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{sport}", timeout=30) as c:
+            with (
+                httpx.Client(base_url=f"http://127.0.0.1:{sport}", timeout=30) as c,
+                tgrpc.InferenceServerClient(f"127.0.0.1:{gport}") as g,
+            ):
                 deadline = time.monotonic() + 120
                 while True:
                     try:
@@ -216,19 +257,23 @@ def main() -> None:
                 }
                 n, w = args.n, args.warmup
                 single = measure(
-                    c,
                     {
-                        "noop": ("/v1/models/noop:predict", one),
-                        "v1": ("/v1/models/bike:predict", one),
-                        "logged": ("/v1/models/bike-logged:predict", one),
-                        "v2": ("/v2/models/bike/infer", v2),
+                        "noop": http(c, "/v1/models/noop:predict", one),
+                        "v1": http(c, "/v1/models/bike:predict", one),
+                        "logged": http(c, "/v1/models/bike-logged:predict", one),
+                        "v2": http(c, "/v2/models/bike/infer", v2),
+                        "grpc": grpc_target(g, "bike", rows[0]),
+                        "grpc_noop": grpc_target(g, "noop", rows[0]),
                     },
                     n,
                     w,
                 )
                 noop, v1, logged, v2r = (single[k] for k in ("noop", "v1", "logged", "v2"))
+                grpc, grpc_noop = single["grpc"], single["grpc_noop"]
                 batch = measure(
-                    c, {"batch": ("/v1/models/bike:predict", {"instances": rows})}, args.batch_n, 20
+                    {"batch": http(c, "/v1/models/bike:predict", {"instances": rows})},
+                    args.batch_n,
+                    20,
                 )["batch"]
         finally:
             for proc in procs:
@@ -240,7 +285,16 @@ def main() -> None:
         "v1_rps": round(v1["rps"], 1),
         "v1_batch1000_p50_ms": round(batch["p50_ms"], 3),
         "v2_p50_ms": round(v2r["p50_ms"], 3),
+        "v2_p99_ms": round(v2r["p99_ms"], 3),
+        "grpc_p50_ms": round(grpc["p50_ms"], 3),
+        "grpc_p99_ms": round(grpc["p99_ms"], 3),
+        "grpc_rps": round(grpc["rps"], 1),
+        "grpc_noop_p50_ms": round(grpc_noop["p50_ms"], 3),
+        "grpc_noop_p99_ms": round(grpc_noop["p99_ms"], 3),
+        "grpc_vs_v2_p50": round(grpc["p50_ms"] / v2r["p50_ms"], 3),
+        "grpc_vs_grpc_noop_p50": round(grpc["p50_ms"] / grpc_noop["p50_ms"], 3),
         "noop_p50_ms": round(noop["p50_ms"], 3),
+        "noop_p99_ms": round(noop["p99_ms"], 3),
         "noop_rps": round(noop["rps"], 1),
         "logged_p50_ms": round(logged["p50_ms"], 3),
         "ratio_p50": round(v1["p50_ms"] / noop["p50_ms"], 3),

@@ -1,11 +1,16 @@
 """The container entrypoint, with KServe's conventions::
 
     python -m serving --model_dir /mnt/models --model_name bike-sharing --http_port 8080 \
-        [--logger_url http://collector/] [--max_batch_rows 1000] [--torch_threads 1]
+        [--grpc_port 8081] [--grpc_host 0.0.0.0] [--enable_grpc true] \
+        [--enable_repository_api false] [--logger_url http://collector/] \
+        [--max_batch_rows 1000] [--torch_threads 1]
 
 ``--model_dir`` is a registry version directory (the InferenceService ``storageUri``,
 copied by KServe's storage initializer); every file is checked against ``manifest.json``
-and a mismatch refuses to start. All of kserve's ModelServer flags are accepted.
+and a mismatch refuses to start. All of kserve's ModelServer flags are accepted. REST
+binds every address (kserve's ModelServer); gRPC (the Open Inference Protocol, driftloop's
+servicer) binds ``--grpc_host``. Model load/unload is refused unless
+``--enable_repository_api true``.
 """
 
 from __future__ import annotations
@@ -22,10 +27,25 @@ from driftloop.settings import Settings
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """driftloop's flags; kserve's ModelServer flags come in as a parent parser."""
+    from kserve.utils.utils import strtobool
+
     from driftloop.formats import ENDPOINTS
     from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
     p.add_argument("--model_dir", default="/mnt/models", help="registry version directory")
+    p.add_argument(
+        "--grpc_host",
+        default="0.0.0.0",
+        help="address the gRPC server binds (default %(default)s: every address of the pod)",
+    )
+    p.add_argument(
+        "--enable_repository_api",
+        type=strtobool,
+        default=False,
+        help="allow model load/unload over HTTP and gRPC (default false: a 403 / "
+        "PERMISSION_DENIED; when true anyone who reaches the port can unload the model, "
+        "and readiness then fails until it is loaded again)",
+    )
     p.add_argument(
         "--max_batch_rows",
         type=int,
@@ -76,10 +96,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise
     from kserve.model_server import app
 
-    from serving.server import install_error_handlers, model_server
+    from serving import rest
+    from serving.grpc_server import GrpcServer
+    from serving.server import model_server
 
-    install_error_handlers(app)
-    model_server().start([predictor])
+    server = model_server(enable_grpc=False)  # kserve's own gRPC servicer: replaced below
+    rest.install(app, server, args.enable_repository_api)
+    if args.enable_grpc:
+        grpc = GrpcServer(
+            server,
+            args.grpc_host,
+            args.grpc_port,
+            args.enable_repository_api,
+            max_workers=args.max_threads,
+            max_message_bytes=args.grpc_max_receive_message_length,
+        )
+        server.servers.append(grpc.serve())  # ModelServer.start gathers these in its loop
+        server._grpc_server = grpc  # and ModelServer.stop (SIGTERM) stops this one
+    server.start([predictor])
     return 0
 
 

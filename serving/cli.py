@@ -3,8 +3,9 @@
     driftloop serve --model bike-sharing                 # production alias, hot-swapped
     driftloop serve --model bike-sharing --version 3     # pinned: no swapping
     driftloop serve --model bike-sharing --logger-url http://127.0.0.1:8090/ --port 8080
+    driftloop serve --model bike-sharing --grpc-port 8081  # and the OIP over gRPC
 
-Binds 127.0.0.1 unless ``--host`` says otherwise. Ctrl-C stops it.
+Binds 127.0.0.1 unless ``--host`` says otherwise (REST and gRPC alike). Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="production",
         help="follow this alias and hot-swap when it moves (default production)",
     )
-    s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080, help="REST port (default %(default)s)")
+    s.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve the Open Inference Protocol over gRPC on this port (default: off)",
+    )
+    s.add_argument(
+        "--host", default="127.0.0.1", help="address to bind, REST and gRPC (default %(default)s)"
+    )
+    s.add_argument(
+        "--enable-repository-api",
+        action="store_true",
+        help="allow model load/unload over HTTP and gRPC (off: a 403 / PERMISSION_DENIED)",
+    )
     s.add_argument("--logger-url", help="send KServe-style payload CloudEvents to this URL")
     s.add_argument("--endpoint", default="default", choices=ENDPOINTS)
     s.add_argument(
@@ -62,20 +75,33 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     torch.set_num_threads(args.torch_threads)
     registry = Registry(open_store(settings))
     name = args.model or _only_model(registry)
-    ref = registry.resolve(name, args.version, None if args.version else args.alias)
+    alias = None if args.version else args.alias
     emitter = emitter_for(args.logger_url, name, name, "local", args.endpoint)
     predictor = Predictor(
-        name, lambda: load_from_registry(registry, ref), args.max_batch_rows, emitter
+        # Resolved on every load: a model loaded again after an unload is the alias's now.
+        name,
+        lambda: load_from_registry(registry, registry.resolve(name, args.version, alias)),
+        args.max_batch_rows,
+        emitter,
     )
     predictor.load()
+    version = predictor.bundle.version
     watcher = None
     if args.version is None:
         watcher = AliasWatcher(
-            registry, name, args.alias, ref.version, predictor.swap, args.watch_interval
+            registry, name, args.alias, version, predictor.swap, args.watch_interval
         ).start()
-    server = LocalServer([predictor], port=args.port, host=args.host, latency_logging=True)
+    server = LocalServer(
+        [predictor],
+        port=args.port,
+        host=args.host,
+        latency_logging=True,
+        grpc_port=args.grpc_port,
+        repository_api=args.enable_repository_api,
+    )
     following = f" (following {args.alias})" if watcher else ""
-    print(f"serving {name} v{ref.version} on {server.url}/v1/models/{name}:predict{following}")  # noqa: T201
+    grpc = f", gRPC on {server.grpc_address}" if server.grpc_address else ""
+    print(f"serving {name} v{version} on {server.url}/v1/models/{name}:predict{grpc}{following}")  # noqa: T201
     try:
         server.run()
     finally:

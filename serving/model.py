@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 from kserve import Model
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 from prometheus_client import Gauge
 
 from driftloop.preprocess import Columns
@@ -94,6 +94,12 @@ class Predictor(Model):
         SERVED_VERSION.labels(self.name).set(bundle.version)
 
     @property
+    def served_version(self) -> int | None:
+        """The registry version answering requests now (versioned V2 paths and gRPC
+        ``model_version`` must name it)."""
+        return None if self._bundle is None else self._bundle.version
+
+    @property
     def bundle(self) -> Bundle:
         if self._bundle is None:
             raise RuntimeError(f"model {self.name!r} is not loaded")
@@ -111,6 +117,11 @@ class Predictor(Model):
         bundle = self.bundle
         rid = (headers or {}).get("x-request-id")
         if isinstance(payload, InferRequest):
+            if payload.request_outputs:
+                known = protocol.output_types(bundle.schema, bundle.rules is not None)
+                protocol.check_outputs(
+                    [o.name for o in payload.request_outputs], [o["name"] for o in known]
+                )
             columns = protocol.decode_v2(
                 payload.inputs, payload.parameters, bundle.schema, self.max_batch_rows
             )
@@ -136,6 +147,17 @@ class Predictor(Model):
         outs = protocol.v2_outputs(scored.pred, scored.rules_fired)
         rid = batch.request_id or str(uuid.uuid4())
         v2 = batch.v2
+        binary = bool(v2.use_binary_outputs)  # REST: binary_data_output; gRPC: raw in, raw out
+        requested = v2.request_outputs
+        if requested:  # in the order asked for; each may override binary_data (REST)
+            by_name = {o["name"]: o for o in outs}
+            outs = [by_name[o.name] for o in requested]
+            requested = [
+                RequestedOutput(
+                    o.name, {"binary_data": binary if o.binary_data is None else o.binary_data}
+                )
+                for o in requested
+            ]
         self._log(
             rid,
             lambda: (
@@ -155,7 +177,8 @@ class Predictor(Model):
             infer_outputs=[
                 InferOutput(o["name"], o["shape"], o["datatype"], o["data"]) for o in outs
             ],
-            requested_outputs=batch.v2.request_outputs,
+            use_binary_outputs=binary,
+            requested_outputs=requested,
         )
 
     def _log(self, request_id: str | None, bodies: Callable[[], tuple[dict, dict]]) -> None:

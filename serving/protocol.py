@@ -210,6 +210,72 @@ def _flatten(data: Any, name: str) -> list:
     return data
 
 
+# Little-endian, as the Open Inference Protocol lays out raw tensor contents.
+_RAW_DTYPES = {
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+}
+
+
+def raw_values(name: str, datatype: str, shape: Any, raw: bytes) -> list:
+    """A tensor's raw contents (gRPC ``raw_input_contents``) as the flat list of values its
+    JSON ``data`` would hold, so that ``decode_v2`` checks both forms alike: numeric types
+    as numbers, BYTES as the length-prefixed (4-byte little-endian) byte strings. Only the
+    byte layout is checked here; names, datatypes, shapes and values are ``decode_v2``'s.
+    A datatype no feature accepts yields no values: ``decode_v2`` refuses it by name."""
+    if datatype == "BYTES":
+        out, at = [], 0
+        while at < len(raw):
+            if at + 4 > len(raw):
+                raise InvalidInput(f"input {name!r}: raw BYTES contents end inside a length prefix")
+            size = int.from_bytes(raw[at : at + 4], "little")
+            at += 4
+            if at + size > len(raw):
+                raise InvalidInput(
+                    f"input {name!r}: raw BYTES element of {size} bytes runs past the "
+                    f"end of the contents ({len(raw)} bytes)"
+                )
+            out.append(raw[at : at + size])
+            at += size
+        return out
+    dtype = _RAW_DTYPES.get(datatype)
+    if dtype is None:
+        return []
+    width = np.dtype(dtype).itemsize
+    if isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape):
+        want = math.prod(shape) * width
+        if len(raw) != want:
+            raise InvalidInput(
+                f"input {name!r}: raw contents hold {len(raw)} bytes; shape {shape} of "
+                f"{datatype} needs {want}"
+            )
+    elif len(raw) % width:
+        raise InvalidInput(
+            f"input {name!r}: raw contents hold {len(raw)} bytes, not a whole number of "
+            f"{datatype} values ({width} bytes each)"
+        )
+    return np.frombuffer(raw, dtype=dtype).tolist()
+
+
+def check_outputs(requested: list[str], known: list[str]) -> None:
+    """The outputs a V2 request asks for exist (HTTP and gRPC alike)."""
+    if len(set(requested)) != len(requested):
+        dup = next(n for n in requested if requested.count(n) > 1)
+        raise InvalidInput(f"output {_show(dup)} is requested more than once")
+    for n in requested:
+        if n not in known:
+            raise InvalidInput(f"unknown output {_show(n)} requested; this model returns {known}")
+
+
 def decode_v2(inputs: list, parameters: Any, schema: TabularSchema, max_rows: int) -> Columns:
     """One named input per feature column, shape [n] or [n, 1]; numeric features take a
     numeric datatype (FP32, FP64, INT64, ...), categorical features BYTES. The request's
@@ -296,14 +362,21 @@ def _tensor(name: str, datatype: str, data: list) -> dict:
 
 
 def v2_request_json(request_id: str, parameters: Any, inputs: list) -> dict:
-    """The V2 request as JSON, for the payload log (the collector reads this shape)."""
+    """The V2 request as JSON, for the payload log (the collector reads this shape). BYTES
+    values that arrived as bytes (gRPC, raw contents) are logged as the strings they are."""
     body: dict[str, Any] = {
         "id": request_id,
         "inputs": [
-            {"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": t.data}
+            {"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": _json_data(t.data)}
             for t in inputs
         ],
     }
     if parameters:
         body["parameters"] = dict(parameters)
     return body
+
+
+def _json_data(data: Any) -> Any:
+    if isinstance(data, list) and any(isinstance(v, bytes) for v in data):
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in data]
+    return data

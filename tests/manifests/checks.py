@@ -322,6 +322,8 @@ SERVERS: dict[str, tuple[str | None, str]] = {
     "quay.io/minio/minio": ("--address", ":9000"),  # host:port; an empty host is every address
 }
 _LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+# The predictor's gRPC server (serving/__main__.py): its own host flag and default.
+GRPC_HOST_FLAG, GRPC_HOST_DEFAULT = "--grpc_host", "0.0.0.0"
 
 
 def _argv(c: dict[str, Any]) -> list[str]:
@@ -389,6 +391,62 @@ def check_listen_addresses(objs: list[Manifest]) -> list[str]:
                         "unreachable from the Service and the probes (pass --host 0.0.0.0)",
                     )
                 )
+            grpc_host = _flag_value(_argv(c), GRPC_HOST_FLAG) or GRPC_HOST_DEFAULT
+            declares_grpc = any(p.get("name") == "h2c" for p in c.get("ports") or [])
+            if _server_name(c) == "serving" and declares_grpc and grpc_host.startswith(_LOOPBACK):
+                out.append(
+                    m.problem(
+                        f"{path}.args",
+                        f"the gRPC server binds {grpc_host} ({GRPC_HOST_FLAG}): loopback only, "
+                        "unreachable through the h2c port",
+                    )
+                )
+    return out
+
+
+MODE = "serving.kserve.io/deploymentMode"
+# Knative Serving's rules for a revision's containers (knative/serving
+# pkg/apis/serving/k8s_validation.go, validateContainersPorts / validateContainerPorts).
+KNATIVE_PORT_NAMES = ("", "h2c", "http1")
+
+
+def check_deployment_modes(objs: list[Manifest]) -> list[str]:
+    """A Serverless (Knative) predictor declares at most one container port, named "",
+    "h2c" or "http1" (Knative rejects the revision otherwise, long after apply); Knative
+    canaries (canaryTrafficPercent) need Serverless mode."""
+    out = []
+    for m in find(objs, "InferenceService"):
+        mode = (m.obj["metadata"].get("annotations") or {}).get(MODE, "Serverless")
+        serverless = mode in ("Serverless", "Knative")
+        pred = m.obj["spec"]["predictor"]
+        if not serverless and "canaryTrafficPercent" in pred:
+            out.append(
+                m.problem(
+                    "spec.predictor.canaryTrafficPercent",
+                    f"needs Knative revisions ({MODE}: Serverless), not {mode}: "
+                    "components/canary and components/grpc do not combine",
+                )
+            )
+        if not serverless:
+            continue
+        for path, pod in pod_specs(m, objs):
+            ports = [p for c in pod.get("containers") or [] for p in c.get("ports") or []]
+            if len(ports) > 1:
+                out.append(
+                    m.problem(
+                        f"{path}.containers[*].ports",
+                        f"{len(ports)} ports, but Knative ({MODE}: {mode}) serves exactly one; "
+                        "expose gRPC beside REST in Standard mode (components/grpc)",
+                    )
+                )
+            for port in ports:
+                if port.get("name", "") not in KNATIVE_PORT_NAMES:
+                    out.append(
+                        m.problem(
+                            f"{path}.containers[*].ports[{port.get('containerPort')}].name",
+                            f"{port.get('name')!r}: Knative allows only {KNATIVE_PORT_NAMES}",
+                        )
+                    )
     return out
 
 
@@ -764,6 +822,7 @@ ALL_CHECKS = (
     check_images,
     check_pod_security,
     check_listen_addresses,
+    check_deployment_modes,
     check_service_selectors,
     check_logger_urls,
     check_service_accounts,

@@ -328,3 +328,52 @@ def test_a_digest_is_pulled_if_not_present(tree):
         "Always: want IfNotPresent for a digest"
     ) in msg
     assert "has no digest" not in msg
+
+
+def with_grpc(tree: Path, overlay: str) -> None:
+    edit(
+        tree / f"manifests/overlays/{overlay}/kustomization.yaml",
+        "components:\n",
+        "components:\n  - ../../components/grpc\n",
+    )
+
+
+def test_grpc_component_exposes_h2c_in_standard_mode(tree):
+    """components/grpc: REST and the h2c port, in Standard mode; every check passes."""
+    with_grpc(tree, "dev")
+    assert checks.problems(tree / "manifests" / "overlays" / "dev") == []
+    objs = checks.build(tree / "manifests" / "overlays" / "dev")
+    (runtime,) = checks.find(objs, "ServingRuntime", "driftloop")
+    ports = runtime.obj["spec"]["containers"][0]["ports"]
+    assert {"name": "h2c", "containerPort": 8081, "protocol": "TCP"} in ports
+    assert "grpc-v2" in runtime.obj["spec"]["protocolVersions"]
+    (isvc,) = checks.find(objs, "InferenceService")
+    assert isvc.obj["metadata"]["annotations"][checks.MODE] == "Standard"
+
+
+def test_two_ports_in_serverless_mode_are_refused(tree):
+    edit(
+        tree / "manifests/base/serving.yaml",
+        "        - containerPort: 8080\n          protocol: TCP\n",
+        "        - containerPort: 8080\n          protocol: TCP\n"
+        "        - {name: grpc, containerPort: 8081, protocol: TCP}\n",
+    )
+    msg = problems(tree)
+    assert "Knative" in msg and "2 ports" in msg and "components/grpc" in msg
+    assert "'grpc': Knative allows only" in msg
+
+
+def test_grpc_with_canary_is_refused(tree):
+    with_grpc(tree, "prod")
+    msg = problems(tree, "prod")
+    assert "spec.predictor.canaryTrafficPercent" in msg and "do not combine" in msg
+
+
+def test_grpc_bound_to_loopback_is_refused(tree):
+    with_grpc(tree, "dev")
+    edit(
+        tree / "manifests/base/serving.yaml",
+        '        - "8081"\n',
+        '        - "8081"\n        - --grpc_host\n        - 127.0.0.1\n',
+    )
+    assert "the gRPC server binds 127.0.0.1" in problems(tree)

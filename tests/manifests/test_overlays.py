@@ -195,6 +195,8 @@ def test_entrypoints_match_the_image_contract():
         "--model_name={{.Name}}",  # KServe fills in the InferenceService's name
         "--http_port",
         "8080",
+        "--grpc_port",
+        "8081",
     ]
     (isvc,) = checks.find(objs, "InferenceService", MODEL)
     ((_, predictor, _),) = checks.containers(isvc, objs)

@@ -1,10 +1,14 @@
 """Serving fixtures: two small real models (trained in-process, registered through the
-real registry path) and one real kserve REST server on 127.0.0.1 hosting several
-predictors (kserve allows one REST app per process)."""
+real registry path) and one real kserve REST server with driftloop's gRPC server beside
+it, on 127.0.0.1, hosting several predictors (kserve allows one REST app per process).
+Model load/unload is enabled on it (for tests/serving/test_repository.py); the default,
+disabled, is tested on the container entrypoint in a subprocess."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -119,6 +123,7 @@ def receiver() -> Iterator[Receiver]:
 @dataclass
 class Served:
     url: str
+    grpc: str  # host:port of the gRPC server
     watch: Trained  # the store the "bike-watch" model follows
 
 
@@ -143,16 +148,18 @@ def server(
         Predictor(
             "bike-logged", lambda: load_dir(bike.dir), emitter=logger(receiver.url, "bike-logged")
         ),
+        Predictor("bike-unload", lambda: load_dir(bike.dir)),  # only test_repository unloads
     ]
     ref = watch.registry.resolve(watch.spec.name)
     watched = Predictor("bike-watch", lambda: load_from_registry(watch.registry, ref))
     predictors.append(watched)
-    srv = LocalServer(predictors, port=free_port())
+    srv = LocalServer(predictors, port=free_port(), grpc_port=0, repository_api=True)
     watcher = AliasWatcher(
         watch.registry, watch.spec.name, "production", ref.version, watched.swap, interval=0.1
     ).start()
     srv.start()
-    yield Served(srv.url, watch)
+    assert srv.grpc_address is not None
+    yield Served(srv.url, srv.grpc_address, watch)
     watcher.stop()
     srv.stop()
     for p in predictors:
@@ -164,6 +171,35 @@ def server(
 def client(server: Served) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as c:
         yield c
+
+
+def grpc_calls(address: str, calls: list[dict]) -> list[dict]:
+    """Run calls through tritonclient's gRPC client (tests/serving/oip_grpc.py, a process
+    of its own: its protos and kserve's cannot share one)."""
+    run = subprocess.run(
+        [sys.executable, str(HERE / "oip_grpc.py"), address],
+        input=json.dumps(calls),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results: list[dict] = json.loads(run.stdout.strip().splitlines()[-1])
+    return results
+
+
+def infer_call(trained: Trained, instances: list[dict], **extra: object) -> dict:
+    """A gRPC infer call for grpc_calls: one FP64 or BYTES column per feature."""
+    return {
+        "op": "infer",
+        "model": extra.pop("model", "bike"),
+        "columns": {f: [r[f] for r in instances] for f in trained.spec.features},
+        "types": {
+            f: "FP64" if f in trained.spec.numeric else "BYTES" for f in trained.spec.features
+        },
+        **extra,
+    }
 
 
 def rows(trained: Trained, n: int) -> list[dict]:

@@ -22,3 +22,29 @@ def test_serve_command_parses() -> None:
     )
     assert args.func is serve and args.version == 2 and args.port == 9000
     assert args.logger_url == "http://127.0.0.1:1/" and args.watch_interval == 2.0
+
+
+def test_serve_grpc_and_repository_flags() -> None:
+    args = build_parser().parse_args(["serve", "--model", "m"])
+    assert args.grpc_port is None and args.host == "127.0.0.1" and not args.enable_repository_api
+    args = build_parser().parse_args(
+        ["serve", "--model", "m", "--grpc-port", "8081", "--enable-repository-api"]
+    )
+    assert args.grpc_port == 8081 and args.enable_repository_api
+
+
+def test_container_flags() -> None:
+    """python -m serving: gRPC on every pod address by default, load/unload off."""
+    import argparse
+
+    from kserve.model_server import parser as kserve_parser
+
+    from serving.__main__ import add_arguments
+
+    p = argparse.ArgumentParser(parents=[kserve_parser])
+    add_arguments(p)
+    args = p.parse_args(["--model_name", "m"])
+    assert args.grpc_host == "0.0.0.0" and args.grpc_port == 8081 and args.enable_grpc
+    assert args.enable_repository_api is False
+    args = p.parse_args(["--enable_repository_api", "true", "--grpc_host", "127.0.0.1"])
+    assert args.enable_repository_api is True and args.grpc_host == "127.0.0.1"
