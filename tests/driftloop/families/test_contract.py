@@ -18,7 +18,10 @@ from driftloop.spec import load_spec
 from tests.toy import write_toy
 
 # Small, quick parameters per family: the contract is about behaviour, not accuracy.
-QUICK = {"tabular-torch": {"max_epochs": 15, "patience": 5, "hidden": 64, "layers": 2}}
+QUICK = {
+    "tabular-torch": {"max_epochs": 15, "patience": 5, "hidden": 64, "layers": 2},
+    "tabular-lgbm": {"n_estimators": 200},
+}
 TASKS = ("regression", "binary", "multiclass")
 PREDICTION_KEYS = {
     "regression": {"value"},
