@@ -14,13 +14,16 @@ def register(
     dataset_sha256: str,
     promote: bool,
     baselines: dict,
+    test_metrics: dict,
     gate_report: Input[Markdown],
     model: Input[Model],
-    train: Input[Dataset],
+    dataset: Input[Dataset],
     test: Input[Dataset],
     card: Output[Markdown],
 ) -> int:
-    """A new immutable registry version (COMMITTED last); promoted when ``promote``."""
+    """A new immutable registry version of the refit ``model`` (trained on ``dataset``, the
+    whole window), COMMITTED last, with the gated model's ``test_metrics``; promoted when
+    ``promote``."""
     from pathlib import Path
 
     from driftloop.formats import Evaluation, Lineage, TimeWindow, VersionFiles
@@ -43,7 +46,14 @@ def register(
         ),
     )
     ref = register(
-        Path(model.path), Path(train.path), Path(test.path), spec, store, lineage, promote
+        Path(model.path),
+        Path(dataset.path),
+        Path(test.path),
+        spec,
+        store,
+        lineage,
+        promote,
+        test_metrics,
     )
     Path(card.path).write_bytes(Registry(store).read_file(ref, VersionFiles.CARD))
     return ref.version

@@ -468,3 +468,4 @@ class TrialRecord(_Format):
     params: dict[str, Any]
     epochs: int | None = None
     validation: dict[str, float]
+    refit_rows: int | None = None  # set once the recipe was refit on the whole window

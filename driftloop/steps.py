@@ -5,7 +5,7 @@ so every step can be run and tested without KFP. Data travels as Parquet files, 
 as directories (the family's files plus ``trial.json``), the dataset spec as YAML text.
 
     ingest -> validate -> split -> baselines
-                               \\-> train_trial x N -> select_best -> gate -> register
+                               \\-> train_trial x N -> select_best -> gate -> refit -> register
 
 ``run_inprocess`` runs the same steps in one process (backtests and benchmarks retrain
 many times; the pipeline, ``pipelines/training.py``, is the product path).
@@ -205,7 +205,26 @@ def load_version(registry: Registry, ref: VersionRef) -> FittedModel:
         return family.load(Path(tmp))
 
 
-# 9. Register (and optionally promote) a gated model.
+# 9. Refit: the selected recipe trained again on the whole window, for registration.
+def refit(model_dir: Path, dataset: Path, spec: DatasetSpec, out: Path) -> TrialRecord:
+    """The gate judged ``model_dir`` (trained on the train split) on the test window; the
+    version serves the same recipe trained on every row of the window, the most recent
+    included (on bike sharing 2012 a monthly LightGBM scores 97.9 RMSE trained on the
+    first 70 % of its trailing six months, 67.4 on all of it)."""
+    import torch
+
+    torch.set_num_threads(1)
+    trial = trial_record(model_dir)
+    family = get_family(trial.family, str(model_dir))
+    data = read(dataset).sort_values(TIME, kind="stable").reset_index(drop=True)
+    model = family.refit(family.load(model_dir), data, spec, trial.params, trial.epochs)
+    model.save(out)
+    record = trial.model_copy(update={"refit_rows": len(data)})
+    (out / TRIAL).write_bytes(record.dump())
+    return record
+
+
+# 10. Register (and optionally promote) a gated model.
 def register(
     model_dir: Path,
     train: Path,
@@ -214,7 +233,11 @@ def register(
     store: Store,
     lineage: Lineage,
     promote: bool,
+    test_metrics: dict[str, float] | None = None,
 ) -> VersionRef:
+    """``train``: the rows the model was trained on (its drift reference is drawn from
+    them); ``test_metrics``: what the gate measured on the test window, for a refit model
+    (evaluating a refit on rows it was trained on would flatter it)."""
     trial = trial_record(model_dir)
     family = get_family(trial.family, str(model_dir))
     model = family.load(model_dir)
@@ -225,7 +248,8 @@ def register(
     if rules is not None:
         check_version_rules(rules, schema, str(spec.rules_uri))
     train_df = read(train)
-    test_metrics = evaluate_on_test(model_dir, test, spec)["metrics"]
+    if test_metrics is None:
+        test_metrics = evaluate_on_test(model_dir, test, spec)["metrics"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         model.save(out)
@@ -334,6 +358,8 @@ def run_inprocess(
             trigger_id=trigger_id,
             evaluation=Evaluation(baselines=base, champion=champion, gate=decision.summary),
         )
-        return register(
-            best, d / "train.parquet", d / "test.parquet", spec, store, lineage, promote
-        ), decision
+        tested = evaluate_on_test(best, d / "test.parquet", spec)["metrics"]
+        data, refitted = d / "data.parquet", d / "refit"
+        refit(best, data, spec, refitted)
+        ref = register(refitted, data, d / "test.parquet", spec, store, lineage, promote, tested)
+        return ref, decision

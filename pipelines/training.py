@@ -1,6 +1,7 @@
 """The training pipeline: ingest -> validate -> split -> baselines + N trials (ParallelFor)
--> evaluate best -> gate -> register (only if the gate passed) -> deploy (only if `deploy`:
-canary on the InferenceService, then promote, then the production alias).
+-> evaluate best -> gate -> refit on the whole window and register (only if the gate
+passed) -> deploy (only if `deploy`: canary on the InferenceService, then promote, then the
+production alias).
 
 Compile:  driftloop pipeline compile        (writes pipelines/training_pipeline.yaml)
 Run:      driftloop pipeline run --local --spec data/bike_sharing.yaml
@@ -14,6 +15,7 @@ from components.deploy import deploy as deploy_step
 from components.evaluate import evaluate
 from components.gate import gate
 from components.ingest import ingest
+from components.refit import refit
 from components.register import register
 from components.split import split
 from components.train import train
@@ -89,21 +91,26 @@ def training_pipeline(
         )
     )
     verdict.set_caching_options(False)  # the champion may have changed
-    registration = dict(
-        spec_yaml=spec_yaml,
-        store_uri=store_uri,
-        start=start,
-        end=end,
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        trigger_id=trigger_id,
-        dataset_sha256=ingested.outputs["sha256"],
-        baselines=base.outputs["Output"],
-        gate_report=verdict.outputs["report"],
-        model=best.outputs["best"],
-        train=train_set,
-        test=test_set,
-    )
     with dsl.If(verdict.outputs["Output"] == True):  # noqa: E712 - KFP condition syntax
+        # The version serves the gated recipe trained on the whole window.
+        refitted = refit(
+            spec_yaml=spec_yaml, model=best.outputs["best"], dataset=ingested.outputs["dataset"]
+        )
+        registration = dict(
+            spec_yaml=spec_yaml,
+            store_uri=store_uri,
+            start=start,
+            end=end,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            trigger_id=trigger_id,
+            dataset_sha256=ingested.outputs["sha256"],
+            baselines=base.outputs["Output"],
+            test_metrics=best.outputs["Output"],
+            gate_report=verdict.outputs["report"],
+            model=refitted.outputs["refitted"],
+            dataset=ingested.outputs["dataset"],
+            test=test_set,
+        )
         # Conditions compare bools only: kfp.local skips float compares and resolves only
         # pipeline parameters or single `Output` outputs.
         with dsl.If(deploy == False):  # noqa: E712
@@ -113,13 +120,13 @@ def training_pipeline(
             # Register without promoting (`promote` does not apply): the deploy step moves
             # the production alias only once the InferenceService serves the version, so a
             # failed canary leaves the alias on what is still served.
-            candidate = _in_cluster(register(promote=False, **registration))
-            candidate.set_caching_options(False)
+            unpromoted = _in_cluster(register(promote=False, **registration))
+            unpromoted.set_caching_options(False)
             deployed = _in_cluster(
                 deploy_step(
                     spec_yaml=spec_yaml,
                     store_uri=store_uri,
-                    version=candidate.outputs["Output"],
+                    version=unpromoted.outputs["Output"],
                     isvc="",
                     namespace=ISVC_NAMESPACE,
                     canary_percent=canary_percent,

@@ -2,6 +2,7 @@
 
     part                   calls
     pipeline: train        family.sample_trials / parse_params / train -> TrainResult
+    pipeline: refit        family.refit: the selected recipe on the whole window
     pipeline: evaluate     model.predict on the test window (driftloop.metrics.scores)
     pipeline: register     model.save, model.input_schema, family.reference
     gate                   family.load(champion files).predict on the same window
@@ -136,6 +137,21 @@ class ModelFamily(ABC):
     @abstractmethod
     def train(self, splits: Splits, spec: DatasetSpec, params: dict[str, Any]) -> TrainResult:
         """Fit on ``splits.train``, select on ``splits.validation`` (never ``test``)."""
+
+    @abstractmethod
+    def refit(
+        self,
+        selected: FittedModel,
+        data: pd.DataFrame,
+        spec: DatasetSpec,
+        params: dict[str, Any],
+        epochs: int | None,
+    ) -> FittedModel:
+        """The selected model's recipe trained again on ``data`` (the whole window: train,
+        validation and test) for the ``epochs`` selection found, with no early stopping;
+        what selection tuned on validation (a decision threshold) is kept. The model a
+        version serves is this refit: on drifting data the most recent rows, held out for
+        selection and the gate, are the most informative ones."""
 
     @abstractmethod
     def load(self, directory: Path) -> FittedModel:

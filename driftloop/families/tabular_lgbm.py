@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from driftloop.data import TIME, Splits
-from driftloop.families.base import Prediction, TrainResult
+from driftloop.families.base import FittedModel, Prediction, TrainResult
 from driftloop.families.tabular import TabularFamily, TabularModel
 from driftloop.metrics import scores
 from driftloop.preprocess import Columns, Preprocessor
@@ -128,20 +128,7 @@ class TabularLgbm(TabularFamily):
             self._target(splits.validation, spec, pre, loss),
         )
         # 2. Boost with early stopping on validation; deterministic on one thread.
-        lgb_params = {
-            "objective": loss if spec.task == "regression" else spec.task,
-            "num_leaves": hp["num_leaves"],
-            "learning_rate": hp["learning_rate"],
-            "min_child_samples": hp["min_child_samples"],
-            "feature_fraction": hp["feature_fraction"],
-            "seed": hp["seed"],
-            "deterministic": True,
-            "force_row_wise": True,
-            "num_threads": 1,
-            "verbose": -1,
-        }
-        if spec.task == "multiclass":
-            lgb_params["num_class"] = len(pre.classes)
+        lgb_params = self._booster_params(spec, hp, pre)
         train_set = lgb.Dataset(x_tr, y_tr, weight=self._weights(splits.train, hp))
         valid_set = lgb.Dataset(x_va, y_va, reference=train_set)
         booster = lgb.train(
@@ -159,6 +146,47 @@ class TabularLgbm(TabularFamily):
         return TrainResult(
             model, val, int(booster.best_iteration or booster.current_iteration()), hp
         )
+
+    def refit(
+        self,
+        selected: FittedModel,
+        data: pd.DataFrame,
+        spec: DatasetSpec,
+        params: dict[str, Any],
+        epochs: int | None,
+    ) -> TabularLgbmModel:
+        hp = self.parse_params(params)
+        pre = Preprocessor.fit(data, spec)
+        codes = ordinal_codes(pre.categories)
+        loss = self._loss(spec)
+        train_set = lgb.Dataset(
+            matrix(pre, codes, data),
+            self._target(data, spec, pre, loss),
+            weight=self._weights(data, hp),
+        )
+        rounds = max(1, epochs or hp["n_estimators"])
+        booster = lgb.train(self._booster_params(spec, hp, pre), train_set, num_boost_round=rounds)
+        model = TabularLgbmModel(pre, booster, codes, loss)
+        if spec.task == "binary":  # tuned on validation during selection
+            model.pre.threshold = cast(TabularLgbmModel, selected).pre.threshold
+        return model
+
+    def _booster_params(self, spec: DatasetSpec, hp: dict[str, Any], pre: Preprocessor) -> dict:
+        out = {
+            "objective": self._loss(spec) if spec.task == "regression" else spec.task,
+            "num_leaves": hp["num_leaves"],
+            "learning_rate": hp["learning_rate"],
+            "min_child_samples": hp["min_child_samples"],
+            "feature_fraction": hp["feature_fraction"],
+            "seed": hp["seed"],
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": 1,
+            "verbose": -1,
+        }
+        if spec.task == "multiclass":
+            out["num_class"] = len(pre.classes)
+        return out
 
     @staticmethod
     def _loss(spec: DatasetSpec) -> str:

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from driftloop.data import Splits
-from driftloop.families.base import Prediction, TrainResult
+from driftloop.families.base import FittedModel, Prediction, TrainResult
 from driftloop.families.tabular import TabularFamily, TabularModel
 from driftloop.metrics import better, scores
 from driftloop.preprocess import Columns, Preprocessor
@@ -201,16 +202,45 @@ class TabularTorch(TabularFamily):
     def train(self, splits: Splits, spec: DatasetSpec, params: dict[str, Any]) -> TrainResult:
         self.check_task(spec)
         hp = self.parse_params(params)
+        model, best_epoch = self._fit(splits.train, spec, hp, validation=splits.validation)
+        val = scores(model.predict(splits.validation), splits.validation, spec)
+        return TrainResult(model, val, best_epoch, hp)
+
+    def refit(
+        self,
+        selected: FittedModel,
+        data: pd.DataFrame,
+        spec: DatasetSpec,
+        params: dict[str, Any],
+        epochs: int | None,
+    ) -> TabularTorchModel:
+        hp = self.parse_params(params)
+        model, _ = self._fit(data, spec, hp, epochs=max(1, epochs or hp["max_epochs"]))
+        if spec.task == "binary":  # tuned on validation during selection; nothing is held out now
+            model.pre.threshold = cast(TabularTorchModel, selected).pre.threshold
+        return model
+
+    def _fit(
+        self,
+        train: pd.DataFrame,
+        spec: DatasetSpec,
+        hp: dict[str, Any],
+        validation: pd.DataFrame | None = None,
+        epochs: int | None = None,
+    ) -> tuple[TabularTorchModel, int]:
+        """Train on ``train``: with ``validation``, keep the best epoch's weights and stop
+        after ``patience`` epochs without improvement; without it (a refit), exactly
+        ``epochs`` epochs on the same learning-rate schedule."""
         # 1. Determinism: same data + params + seed -> same weights, on CPU.
         torch.manual_seed(hp["seed"])
         torch.use_deterministic_algorithms(True)
         gen = torch.Generator().manual_seed(hp["seed"])
         dev = device()
 
-        # 2. Preprocess with statistics of the training split only.
-        pre = Preprocessor.fit(splits.train, spec)
-        x_num, x_cat = (torch.from_numpy(a).to(dev) for a in pre.transform(splits.train))
-        y = torch.from_numpy(pre.encode_target(splits.train[spec.target])).to(dev)
+        # 2. Preprocess with statistics of the training rows only.
+        pre = Preprocessor.fit(train, spec)
+        x_num, x_cat = (torch.from_numpy(a).to(dev) for a in pre.transform(train))
+        y = torch.from_numpy(pre.encode_target(train[spec.target])).to(dev)
         n_out = 1 if spec.task in ("regression", "binary") else len(pre.classes)
         arch = Architecture(
             n_numeric=x_num.shape[1],
@@ -234,7 +264,7 @@ class TabularTorch(TabularFamily):
         #    the best weights; stop after `patience` epochs without improvement.
         best_state, best_score, best_epoch = None, None, 0
         n = len(y)
-        for epoch in range(1, hp["max_epochs"] + 1):
+        for epoch in range(1, (epochs or hp["max_epochs"]) + 1):
             net.train()
             for idx in torch.randperm(n, generator=gen).split(hp["batch_size"]):
                 idx = idx.to(dev)
@@ -245,23 +275,26 @@ class TabularTorch(TabularFamily):
                 loss.backward()
                 opt.step()
             sched.step()
+            if validation is None:
+                continue
             model = TabularTorchModel(pre, net, arch)  # a snapshot of this epoch's weights
             if spec.task == "binary":
-                model.tune_threshold(splits.validation, spec)
-            score = scores(model.predict(splits.validation), splits.validation, spec)[spec.metric]
+                model.tune_threshold(validation, spec)
+            score = scores(model.predict(validation), validation, spec)[spec.metric]
             if best_score is None or better(spec.metric, score, best_score):
                 best_state, best_score, best_epoch = copy.deepcopy(net.state_dict()), score, epoch
             elif epoch - best_epoch >= hp["patience"]:
                 break
+        if validation is None:
+            return TabularTorchModel(pre, net, arch), epochs or hp["max_epochs"]
         assert best_state is not None
         net.load_state_dict(best_state)
         model = TabularTorchModel(pre, net, arch)
 
         # 4. Binary: tune the decision threshold on validation for the spec's metric.
         if spec.task == "binary":
-            model.tune_threshold(splits.validation, spec)
-        val = scores(model.predict(splits.validation), splits.validation, spec)
-        return TrainResult(model, val, best_epoch, hp)
+            model.tune_threshold(validation, spec)
+        return model, best_epoch
 
 
 FAMILY = TabularTorch()

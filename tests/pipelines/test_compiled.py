@@ -44,6 +44,7 @@ def test_every_executor_runs_the_project_image_and_installs_nothing():
             "train",
             "evaluate",
             "gate",
+            "refit",
             "register",
             "register-2",
             "deploy",
