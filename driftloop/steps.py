@@ -54,8 +54,11 @@ def spec_from_text(text: str) -> DatasetSpec:
 
 def spec_to_text(spec: DatasetSpec) -> str:
     """YAML for a pipeline parameter, with the source path made absolute."""
-    d = spec.model_dump(mode="json", exclude={"base_dir"})
-    d["source"]["path"] = spec.source_uri
+    d = spec.model_dump(mode="json", exclude={"base_dir"}, exclude_none=False)
+    if d.get("image") is None:
+        d.pop("image", None)  # a tabular spec reads as it always did
+    if spec.source.format != "sklearn":  # a bundled dataset is named, not located
+        d["source"]["path"] = spec.source_uri
     if spec.rules_uri is not None:
         d["rules"] = spec.rules_uri
     return yaml.safe_dump(d, sort_keys=False)

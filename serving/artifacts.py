@@ -74,9 +74,9 @@ def load_dir(directory: Path, verify: bool = True) -> Bundle:
     rules_path = directory / VersionFiles.RULES
     rules = load_rules(rules_path.read_text(), schema.kinds) if rules_path.is_file() else None
     model = family.load(directory)  # the family's safe files; never pickle
-    if model.inputs != schema.names:
+    if model.inputs != schema.inputs:
         raise IntegrityError(
-            f"{directory}: {VersionFiles.SCHEMA} features {schema.names} do not match "
+            f"{directory}: {VersionFiles.SCHEMA} inputs {schema.inputs} do not match "
             f"the model's {model.inputs}"
         )
     return Bundle(model, schema, rules, manifest.version, family.name)
