@@ -25,11 +25,13 @@ def toy_image(
     return Image.fromarray(np.stack([arr] * 3, -1) if rgb else arr)
 
 
-def write_image_folder(root: Path, n: int = 600, seed: int = 0, size: int = 12) -> Path:
+def write_image_folder(
+    root: Path, n: int = 600, seed: int = 0, size: int = 12, classes: int = 3
+) -> Path:
     """``root/<label>/<seq>.png``: the sequence number is the time order."""
     rng = np.random.default_rng(seed)
     for i in range(n):
-        label = int(rng.integers(len(CLASSES)))
+        label = int(rng.integers(classes))
         d = root / CLASSES[label]
         d.mkdir(parents=True, exist_ok=True)
         toy_image(label, rng, size).save(d / f"{i:05d}.png")
@@ -53,7 +55,7 @@ def write_image_spec(directory: Path, source: dict, **overrides: object) -> Path
     return path
 
 
-def write_toy_images(directory: Path, n: int = 600, **overrides: object) -> Path:
+def write_toy_images(directory: Path, n: int = 600, classes: int = 3, **overrides: object) -> Path:
     """A folder of toy images and its spec in ``directory``; returns the spec path."""
-    write_image_folder(directory / "images", n)
+    write_image_folder(directory / "images", n, classes=classes)
     return write_image_spec(directory, {"path": "images"}, **overrides)
