@@ -12,11 +12,16 @@ embedding drift speed, and a replay that corrupts the images over time.
    JSON) against ``{"instances": [...]}`` to the no-op, interleaved in rounds.
 3. **Embedding drift speed.** ``family.drift`` (Evidently's domain classifier on the
    embeddings + per-statistic drift) on a window of 10,000 logged images, warm.
-4. **Replay.** A start model is trained (``run_inprocess``) on the first 1,100 digits and
-   promoted; the other 697 digits are the served stream, 400 images per one-day window,
+4. **Replay.** The digits are shuffled once (seeded) into a Parquet of encoded images with
+   a time column (the image kind's Parquet source): in scikit-learn's order the later
+   images come from other writers, a real drift (their brightness alone drifts) that would
+   make every "uncorrupted" window drift. A start model is trained (``run_inprocess``) on
+   the first 1,500 and promoted (1,050 training images: a reference of more than 1,000
+   rows, where Evidently judges columns by effect size, Wasserstein distance >= 0.1, not
+   by a p-value); the other 297 are the served stream, 1,000 images per one-day window,
    logged with ``write_log_frame`` exactly as the collector writes what the family logs
    (``predict_logged``: the embedding and image statistics). After each window the real
-   drift job (``run_window``, ``DriftPolicy()``) decides.
+   drift job (``run_window``, ``data/digits_policy.yaml``: all four signals) decides.
    - quiet: 50 uncorrupted windows (images drawn with replacement, seeded): triggers counted;
    - drifting: 3 clean windows, then a corruption ramps up over 3 windows (severity 1/3,
      2/3) and stays full: a camera going bad -- rotation up to 30 degrees, Gaussian blur
@@ -52,14 +57,14 @@ from driftloop.formats import VersionFiles, parse_schema  # noqa: E402
 from driftloop.images import decode_png, encode_png  # noqa: E402
 from driftloop.monitor import run_window  # noqa: E402
 from driftloop.payloads import write_log_frame  # noqa: E402
-from driftloop.policy import DriftPolicy  # noqa: E402
+from driftloop.policy import load_policy  # noqa: E402
 from driftloop.registry import Registry  # noqa: E402
-from driftloop.spec import load_spec, parse_spec  # noqa: E402
+from driftloop.spec import DatasetSpec, load_spec, parse_spec  # noqa: E402
 from driftloop.steps import load_version, run_inprocess, sample_trials  # noqa: E402
 from driftloop.store import LocalStore  # noqa: E402
 from monitoring.backends import InProcessBackend  # noqa: E402
 
-WINDOW_ROWS = 400
+WINDOW_ROWS = 1_000  # single-column tests are noisy on small windows (driftloop/policy.py)
 QUIET_WINDOWS = 50
 RAMP = (0.0, 0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0, 1.0)  # severity per window
 FIRST_CORRUPT, FIRST_FULL = 3, 5
@@ -218,9 +223,34 @@ def serve_window(store: LocalStore, model: str, rows: pd.DataFrame) -> tuple[int
     return ref.version, float((pred["label"] == rows["digit"].to_numpy()).mean())
 
 
-def start_model(store: LocalStore, name: str, trials: list[dict]) -> None:
-    spec = load_spec(ROOT / "data" / "digits.yaml").model_copy(update={"name": name})
-    end = (datetime(2024, 1, 1) + timedelta(hours=1100)).isoformat()
+START_ROWS = 1500  # the start model's images; the rest of the shuffled digits are served
+
+
+def image_spec(name: str, source: Path) -> DatasetSpec:
+    """A user's spec for a Parquet of encoded images with a time column."""
+    raw = {
+        "name": name,
+        "kind": "image",
+        "source": {"path": str(source)},
+        "time": {"column": TIME},
+        "target": "digit",
+        "task": "multiclass",
+        "metric": "accuracy",
+        "image": {"channels": 1, "size": [8, 8]},
+    }
+    return parse_spec(raw, base_dir=source.parent)
+
+
+def shuffled_digits(digits: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The digits in a seeded random order, one per hour from 2024-01-01, as Parquet."""
+    df = digits.iloc[np.random.default_rng(0).permutation(len(digits))].reset_index(drop=True)
+    df[TIME] = pd.date_range("2024-01-01", periods=len(df), freq="h")
+    df.to_parquet(path, index=False)
+    return df
+
+
+def start_model(store: LocalStore, spec: DatasetSpec, trials: list[dict]) -> None:
+    end = (datetime(2024, 1, 1) + timedelta(hours=START_ROWS)).isoformat()
     ref, gate = run_inprocess(spec, store, "", end, trials)
     assert ref is not None, gate.summary
 
@@ -247,11 +277,12 @@ def main() -> None:
         out |= latency(root / "store", image)
         log(f"   {out}")
 
-        log("4a. the start model on the first 1,100 digits; the rest is the stream")
+        log("4a. the start model on 1,500 shuffled digits; the other 297 are the stream")
         trials = sample_trials(1, family="image-cnn")
-        pool = digits.iloc[1100:].reset_index(drop=True)
-        start_model(store, "digits-quiet", trials)
-        policy = DriftPolicy()
+        shuffled = shuffled_digits(digits, root / "digits-shuffled.parquet")
+        pool = shuffled.iloc[START_ROWS:].reset_index(drop=True)
+        start_model(store, image_spec("digits-quiet", root / "digits-shuffled.parquet"), trials)
+        policy = load_policy(ROOT / "data" / "digits_policy.yaml")
         quiet = stream(pool, [0.0] * QUIET_WINDOWS, seed=1)
         triggers, shares = 0, []
         for w in range(QUIET_WINDOWS):
@@ -288,25 +319,11 @@ def main() -> None:
         log(f"   {out['embedding_drift_s']} s, AUC {result.columns['embedding'].score:.3f}")
 
         log("4b. the drifting stream: clean, ramp, corrupted; a trigger retrains")
-        start_model(store, "digits-loop", trials)
+        start_model(store, image_spec("digits-loop", root / "digits-shuffled.parquet"), trials)
         drifting = stream(pool, list(RAMP), seed=2)
         source = root / "stream.parquet"
         drifting.drop(columns="severity").to_parquet(source, index=False)
-        loop_spec = parse_spec(
-            {
-                "name": "digits-loop",
-                "kind": "image",
-                "source": {"path": str(source)},
-                "time": {"column": TIME},
-                "target": "digit",
-                "task": "multiclass",
-                "metric": "accuracy",
-                "image": {"channels": 1, "size": [8, 8]},
-                "quality": {"min_rows_per_split": 100},
-            },
-            base_dir=root,
-        )
-        backend = InProcessBackend(store, loop_spec, trials)
+        backend = InProcessBackend(store, image_spec("digits-loop", source), trials)
         windows, trigger_at = [], None
         for w, sev in enumerate(RAMP):
             lo, hi = START + timedelta(days=w), START + timedelta(days=w + 1)

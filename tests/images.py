@@ -16,11 +16,14 @@ CLASSES = ("a", "b", "c")
 def toy_image(
     label: int, rng: np.random.Generator, size: int = 12, rgb: bool = False
 ) -> Image.Image:
-    """A bar through the centre at 0, 60 or 120 degrees, jittered, with noise."""
-    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2 + rng.normal(0, 0.6, 2)[:, None, None]
-    angle = np.deg2rad(60 * label + rng.normal(0, 6))
+    """A short bar at 0, 60 or 120 degrees, anywhere near the centre, with noise: a
+    linear model on pixels cannot tell them apart perfectly, a convolutional one can."""
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2 + rng.normal(0, 1.8, 2)[:, None, None]
+    angle = np.deg2rad(60 * label + rng.normal(0, 8))
     dist = np.abs(xx * np.sin(angle) - yy * np.cos(angle))
-    img = np.clip(np.exp(-(dist**2) / 2.0) + rng.normal(0, 0.08, (size, size)), 0, 1)
+    along = np.abs(xx * np.cos(angle) + yy * np.sin(angle))
+    bar = np.exp(-(dist**2) / 1.5) * (along < size / 4)
+    img = np.clip(bar + rng.normal(0, 0.15, (size, size)), 0, 1)
     arr = (img * 255).astype(np.uint8)
     return Image.fromarray(np.stack([arr] * 3, -1) if rgb else arr)
 

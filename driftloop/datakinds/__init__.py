@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from driftloop.errors import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not driftloop.data or .validation: they dispatch here (no cycle)
     import pandas as pd
 
-    from driftloop.data import Splits
     from driftloop.spec import DatasetSpec
-    from driftloop.validation import ValidationReport
 
 
 class DataKind(ABC):
@@ -46,12 +44,14 @@ class DataKind(ABC):
         the file, column or label."""
 
     @abstractmethod
-    def validate(self, df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
-        """Quality checks of a window before any training (the pipeline's validate step)."""
+    def validate(self, df: pd.DataFrame, spec: DatasetSpec) -> Any:
+        """Quality checks of a window before any training (the pipeline's validate step):
+        a ``driftloop.validation.ValidationReport``."""
 
     @abstractmethod
-    def baselines(self, splits: Splits, spec: DatasetSpec) -> dict[str, dict[str, float]]:
-        """Test-window metrics of the references the gate requires a challenger to beat."""
+    def baselines(self, splits: Any, spec: DatasetSpec) -> dict[str, dict[str, float]]:
+        """Test-window metrics, on ``splits`` (a ``driftloop.data.Splits``), of the references
+        the gate requires a challenger to beat."""
 
 
 def get_kind(name: str) -> DataKind:

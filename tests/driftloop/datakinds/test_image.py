@@ -142,7 +142,10 @@ def test_a_bad_parquet_row_is_named(tmp_path):
 
 def test_statistics_see_blur_noise_and_brightness():
     rng = np.random.default_rng(0)
-    x = np.stack([np.asarray(toy_image(i % 3, rng, 16), np.float32)[None] / 255 for i in range(50)])
+    yy, xx = np.mgrid[0:16, 0:16]
+    x = np.stack([np.exp(-((xx - 4 - i % 8) ** 2) / 4.0)[None] for i in range(50)]).astype(
+        np.float32
+    )
     base = image_statistics(x)
     assert all(v.shape == (50,) for v in base.values())
     brighter = image_statistics(np.clip(x + 0.2, 0, 1))
