@@ -10,7 +10,8 @@ registration from the training images (``reference``):
    (``evidently.legacy.metrics.data_drift.embedding_drift_methods``), by default its
    domain classifier (``ModelDriftMethod``: an SGD logistic regression learns to tell
    reference from current embeddings on half of both; drift when its ROC AUC on the
-   other half exceeds 0.55). One decision, reported as the column ``embedding``.
+   other half exceeds ``THRESHOLD``, 0.65 rather than Evidently's 0.55: see there). One
+   decision, reported as the column ``embedding``.
 2. **Per-statistic drift** exactly as tabular columns drift (``driftloop.drift``:
    Evidently's tests and thresholds from precomputed statistics), and prediction drift on
    the logged probability (reported apart, as for tabular models).
@@ -52,7 +53,11 @@ EMBEDDING = "embedding"
 # thousand keep its ROC AUC stable on windows of a few hundred images, and stats.json small.
 REFERENCE_ROWS = 2_000
 METHOD = "domain classifier (Evidently ModelDriftMethod, ROC AUC)"
-THRESHOLD = 0.55  # ModelDriftMethod's default
+# ModelDriftMethod's default is 0.55. Here the reference embeddings are of training images,
+# which a model fits more tightly than new ones: on windows of 1,000 held-out digits the
+# classifier's ROC AUC against them reached 0.59 (50 windows) with no corruption at all,
+# while a mild corruption (bench/image.py, severity 1/3) lifts it far past 0.65.
+THRESHOLD = 0.65
 
 
 def _statistics_schema(schema: ImageSchema) -> TabularSchema:
@@ -159,7 +164,9 @@ def image_report(
     )
     report = Report(
         [
-            EmbeddingsDrift(embeddings_name=EMBEDDING, drift_method=ModelDriftMethod()),
+            EmbeddingsDrift(
+                embeddings_name=EMBEDDING, drift_method=ModelDriftMethod(threshold=THRESHOLD)
+            ),
             DataDriftPreset(columns=stats_cols),
             ValueDrift(column=PREDICTION),
         ],
