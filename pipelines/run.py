@@ -98,6 +98,11 @@ def stage(req: RunRequest, store: Store) -> RunRequest:
         )
     uploaded = {}
     for path in req.spec.local_files:
+        if Path(path.removeprefix("file://")).is_dir():
+            raise ConfigError(
+                f"{path} is a folder of images: the cluster reads data from the store, so "
+                "pack them as Parquet with an image-bytes column (image.bytes_column) first"
+            )
         data = read_uri(path, "dataset spec file")
         key = dataset_key(sha256(data), Path(path.removeprefix("file://")).name)
         if not store.exists(key):
