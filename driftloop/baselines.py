@@ -1,5 +1,6 @@
 """The references every training run is compared with, on the same features and window: a
-dumb model (the training mean, or the class prior) and scikit-learn's HistGradientBoosting.
+dumb model (the training mean, or the class prior) and scikit-learn's HistGradientBoosting
+(tabular data; other data kinds bring their own, ``driftloop.datakinds``).
 They are evidence for the model card and the gate; they are never served.
 """
 
@@ -15,6 +16,13 @@ from driftloop.spec import DatasetSpec
 
 
 def baselines(splits: Splits, spec: DatasetSpec) -> dict[str, dict[str, float]]:
+    """The references of the spec's data kind (``driftloop.datakinds``)."""
+    from driftloop.datakinds import get_kind
+
+    return get_kind(spec.kind).baselines(splits, spec)
+
+
+def tabular_baselines(splits: Splits, spec: DatasetSpec) -> dict[str, dict[str, float]]:
     """Test-window metrics of the dumb model and of HistGradientBoosting (same features)."""
     from sklearn.dummy import DummyClassifier, DummyRegressor
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor

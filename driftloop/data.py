@@ -1,7 +1,8 @@
 """Load a dataset by its spec, cut a time window ``[start, end)``, split it by time.
 
-Every frame that leaves this module has the spec's features, the target and one
-``event_time`` column (UTC-naive timestamps), sorted by time. Splits are by time,
+Every frame that leaves this module has the spec's inputs (tabular: its features; other
+kinds: their columns, ``driftloop.datakinds``), the target and one ``event_time`` column
+(UTC-naive timestamps), sorted by time. Splits are by time,
 never shuffled across it: train < validation < test.
 """
 
@@ -136,8 +137,10 @@ def check_window(start: str | None, end: str | None) -> tuple[pd.Timestamp | Non
 
 def load_window(spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
     """Rows with ``start <= event_time < end`` (either bound may be open), sorted by time."""
+    from driftloop.datakinds import get_kind
+
     lo, hi = check_window(start, end)
-    df = typed(read_source(spec), spec)
+    df = get_kind(spec.kind).read(spec)
     mask = pd.Series(True, index=df.index)
     if lo is not None:
         mask &= df[TIME] >= lo

@@ -32,9 +32,19 @@ import posixpath
 import re
 import uuid
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from driftloop.errors import IntegrityError
 
@@ -234,7 +244,8 @@ class FeatureSchema(_Format):
 
 
 class TabularSchema(_Format):
-    """The input contract of a tabular model: one named column per feature."""
+    """The input contract of a tabular model: one named column per feature (each is also
+    one column of the payload log)."""
 
     kind: Literal["tabular"] = "tabular"
     model: str
@@ -268,14 +279,107 @@ class TabularSchema(_Format):
     def kinds(self) -> dict[str, str]:
         return {f.name: f.kind for f in self.features}
 
+    @property
+    def inputs(self) -> list[str]:
+        """The inputs a request carries (``FittedModel.inputs``): the features."""
+        return self.names
 
-# The input schema of any family; a discriminated union on ``kind`` as families of other
-# data kinds (images, user/item ids) arrive.
-InputSchema = TabularSchema
+    @property
+    def drift_columns(self) -> list[str]:
+        """What the drift job reports per column (policy ``key_features``): the features."""
+        return self.names
+
+
+class ImageTensor(_Format):
+    """The image input a request carries: a float tensor, or encoded PNG/JPEG bytes."""
+
+    name: str = "image"  # V2: the FP32 tensor [N, C, H, W]; V1: nested lists
+    datatype: Literal["FP32"] = "FP32"
+    shape: list[int] = Field(min_length=3, max_length=3)  # [C, H, W] of one image
+    value_range: tuple[float, float] = (0.0, 1.0)  # pixel values: 0 black, 1 white
+    layout: Literal["NCHW"] = "NCHW"
+    bytes_name: str = "image_bytes"  # V2: a BYTES input of encoded images; V1 {"b64": ...}
+    # Encoded images are resized like the training data (the dataset spec's image options).
+    resize: Literal["stretch", "crop"] = "stretch"
+    upscale: bool = False
+    max_bytes: int = Field(8 * 2**20, ge=1)  # one encoded image; larger is a 413-style 400
+    max_pixels: int = Field(4096 * 4096, ge=1)  # decoded height x width, checked before pixels
+
+
+class ImageSchema(_Format):
+    """The input contract of an image model, and what its payload log keeps.
+
+    The request carries ``input`` (a tensor or encoded images). The log does not keep the
+    pixels: it keeps ``logged``, the model's embedding (``emb_0`` ..) and a few image
+    statistics, one numeric column each (``names`` / ``kinds``, as a tabular schema's
+    features), which is what the drift job watches."""
+
+    kind: Literal["image"]
+    model: str
+    task: Literal["binary", "multiclass"]
+    target: str
+    input: ImageTensor
+    classes: list[str]
+    positive_label: str | None = None
+    threshold: float = 0.5
+    top_k: int = Field(5, ge=1)  # classes with their probabilities in each response
+    embedding: list[str]  # the embedding's log columns, in order
+    statistics: list[str]  # the image statistics' log columns (driftloop.images)
+
+    @property
+    def names(self) -> list[str]:
+        """The payload log's columns standing for the input: embedding, then statistics."""
+        return [*self.embedding, *self.statistics]
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return dict.fromkeys(self.names, "numeric")
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input.name]
+
+    @property
+    def drift_columns(self) -> list[str]:
+        """The embedding as one signal, then each statistic."""
+        return ["embedding", *self.statistics]
+
+
+def _schema_kind(data: Any) -> str:
+    kind = data.get("kind", "tabular") if isinstance(data, dict) else getattr(data, "kind", None)
+    return kind if isinstance(kind, str) else "tabular"
+
+
+# The input schema of any family: a union on ``kind``. A schema without ``kind`` (every
+# version written before there were other kinds) is tabular. Every member has ``kind``,
+# ``model``, ``task``, ``target``, ``classes``, ``positive_label``, ``threshold`` and:
+#   names / kinds    the payload log's columns standing for the inputs (name -> numeric |
+#                    categorical): what the collector writes and the drift job reads
+#   inputs           what a request carries (FittedModel.inputs)
+#   drift_columns    what the drift job reports one decision for (policy key_features)
+# A new data kind adds its class here, tagged with its name.
+InputSchema = Annotated[
+    Annotated[TabularSchema, Tag("tabular")] | Annotated[ImageSchema, Tag("image")],
+    Discriminator(_schema_kind),
+]
+_INPUT_SCHEMA: TypeAdapter[InputSchema] = TypeAdapter(InputSchema)
 
 
 def parse_schema(data: bytes | str | dict, where: str) -> InputSchema:
-    return TabularSchema.parse(data, where)
+    """Any stored ``schema.json``; IntegrityError naming ``where`` when malformed."""
+    try:
+        if isinstance(data, dict):
+            return _INPUT_SCHEMA.validate_python(data)
+        return _INPUT_SCHEMA.validate_json(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] == "union_tag_invalid":
+            raise IntegrityError(
+                f"{where}: unknown input kind {first.get('input', {}).get('kind')!r}; this "
+                "driftloop knows tabular and image (upgrade driftloop to serve it)"
+            ) from e
+        loc = ".".join(str(p) for p in first["loc"][1:]) or "(top level)"
+        raise IntegrityError(f"{where} is not a valid input schema: {loc}: {first['msg']}") from e
 
 
 class VersionMetrics(_Format):

@@ -39,7 +39,7 @@ from driftloop.formats import (
     WINDOW_REPORT,
     WINDOW_SUMMARY,
     DriftRecord,
-    TabularSchema,
+    InputSchema,
     TimeWindow,
     TriggerRecord,
     VersionFiles,
@@ -69,13 +69,14 @@ from driftloop.trigger import (
 def load_window(
     store: Store,
     ref: VersionRef,
-    schema: TabularSchema,
+    schema: InputSchema,
     endpoint: str,
     start: datetime,
     end: datetime,
 ) -> pd.DataFrame:
-    """The window's logged rows (features under their own names, ``prediction``), with the
-    target column filled from delayed labels where they have arrived."""
+    """The window's logged rows (the schema's log columns under their own names,
+    ``prediction``), with the target column filled from delayed labels where they have
+    arrived."""
     logs = read_logs(store, ref.model, ref.version, endpoint, start, end)
     if logs.empty:
         raise DataError(
@@ -120,7 +121,7 @@ def run_window(
     metrics = VersionMetrics.parse(
         registry.read_file(ref, VersionFiles.METRICS, manifest), f"{ref}/{VersionFiles.METRICS}"
     )
-    check_policy(policy, schema.names)
+    check_policy(policy, schema.drift_columns)
     stats = load_statistics(registry.read_file(ref, VersionFiles.REFERENCE_STATS, manifest))
     window = load_window(store, ref, schema, endpoint, start, end)
     wid = window_id(endpoint, start, end)

@@ -26,8 +26,8 @@ from driftloop.formats import (
     LABEL_FIELDS,
     LOG_FIELDS,
     OUTPUT_FIELDS,
+    InputSchema,
     LabelRow,
-    TabularSchema,
     label_key,
     labels_prefix,
     log_key,
@@ -85,19 +85,20 @@ def write_log_frame(
     model: str,
     version: int,
     endpoint: str,
-    schema: TabularSchema,
+    schema: InputSchema,
     frame: pd.DataFrame,
 ) -> list[str]:
     """Import already-served traffic as logs, exactly as the collector would have written
     them: backfills, offline replays (``driftloop backtest``), benchmarks. ``frame``: the
-    schema's features, ``event_time``, ``prediction`` and optionally ``request_id`` and
-    ``label``. Public API."""
+    schema's log columns (``schema.names``: a tabular model's features; what an image
+    model's family logs, ``FittedModel.log_inputs``), ``event_time``, ``prediction`` and
+    optionally ``request_id`` and ``label``. Public API."""
     import pandas as pd
 
     if frame.empty:
         return []
-    kinds: dict[str, str] = {feature_column(f.name): f.kind for f in schema.features}
-    df = frame.rename(columns={f.name: feature_column(f.name) for f in schema.features})
+    kinds: dict[str, str] = {feature_column(n): k for n, k in schema.kinds.items()}
+    df = frame.rename(columns={n: feature_column(n) for n in schema.names})
     n = len(df)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     base = {

@@ -1,4 +1,4 @@
-"""Dataset specs: how a user brings their own CSV or Parquet, with no code change.
+"""Dataset specs: how a user brings their own data, with no code change.
 
 A spec is a small YAML file validated here. Example (``data/bike_sharing.yaml``)::
 
@@ -13,6 +13,21 @@ A spec is a small YAML file validated here. Example (``data/bike_sharing.yaml``)
     metric: rmse
 
 Relative source paths resolve against the spec file's directory.
+
+**Data kinds.** ``kind`` says what a row is: ``tabular`` (the default, so a spec without
+``kind`` is tabular: named numeric and categorical columns) or ``image`` (one image per
+row, with the options in the ``image`` section). Each kind has its loader, validation and
+baselines in ``driftloop/datakinds/<kind>.py`` and its input schema in
+``driftloop/formats.py``; a kind-specific section of the spec (``image:``) is validated
+here. Example (``data/digits.yaml``)::
+
+    name: digits
+    kind: image
+    source: {path: digits, format: sklearn}    # or a folder, a CSV of paths, a Parquet
+    time: {row_order: {start: "2024-01-01", step: 1h}}
+    target: digit
+    task: multiclass
+    metric: accuracy
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from driftloop.config import read_yaml_mapping, validated
 
 Task = Literal["regression", "binary", "multiclass"]
+Kind = Literal["tabular", "image"]  # one module per kind in driftloop/datakinds/
 REGRESSION_METRICS = {"rmse", "mae", "r2"}
 CLASSIFICATION_METRICS = {"roc_auc", "f1", "accuracy", "precision", "recall"}
 LOWER_IS_BETTER = {"rmse", "mae"}  # every other metric: higher is better
@@ -36,9 +52,45 @@ class _Strict(BaseModel):
 
 class Source(_Strict):
     path: str  # CSV or Parquet: a path (relative to the spec) or an s3:// URI
-    format: Literal["csv", "parquet"] | None = None  # None: from the file suffix
+    # None: from the file suffix (a directory: `folder`). `folder` (images in one
+    # subfolder per label) and `sklearn` (a dataset bundled with scikit-learn, `path`
+    # names it: `digits`) are for image data.
+    format: Literal["csv", "parquet", "folder", "sklearn"] | None = None
     sep: str = ","
     names: list[str] | None = None  # column names for a header-less CSV
+
+
+SKLEARN_DATASETS = ("digits",)  # bundled with scikit-learn: read at run time, never copied
+
+
+class ImageOptions(_Strict):
+    """``image:``: how image rows are read and what the model sees (``kind: image``)."""
+
+    # [height, width] the model sees. None: the images' own size (then all must agree).
+    # A size larger than an image is refused unless `upscale`: enlarging invents detail.
+    size: tuple[int, int] | None = None
+    upscale: bool = False
+    # How an image of another size is brought to `size`: `stretch` (resize both sides,
+    # bilinear) or `crop` (scale the shorter side to fit, then cut the centre).
+    resize: Literal["stretch", "crop"] = "stretch"
+    # 1 (grey) or 3 (RGB). None: from the images, which must then all agree; mixed grey
+    # and colour images are refused unless this says which to convert them to.
+    channels: Literal[1, 3] | None = None
+    # A CSV source: the column of image paths (relative to the CSV's directory).
+    path_column: str = "path"
+    # A Parquet source: the column of encoded PNG/JPEG bytes.
+    bytes_column: str = "image"
+    # A folder source: the file suffixes read (case-insensitive); other files are ignored.
+    extensions: list[str] = [".png", ".jpg", ".jpeg"]
+    # An image above this many pixels (height x width) is refused at load and at serving:
+    # a decompression bomb or a mistake, not a training example.
+    max_pixels: int = Field(4096 * 4096, ge=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> ImageOptions:
+        if self.size is not None and min(self.size) < 1:
+            raise ValueError(f"image.size must be two positive integers, got {list(self.size)}")
+        return self
 
 
 class RowOrderTime(_Strict):
@@ -85,7 +137,8 @@ class QualitySpec(_Strict):
 
 class DatasetSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label: it names
-    source: Source  #                                                 the InferenceService too
+    kind: Kind = "tabular"  #                                       the InferenceService too
+    source: Source
     time: TimeSpec
     target: str
     task: Task
@@ -99,10 +152,29 @@ class DatasetSpec(_Strict):
     rules: str | None = None  # optional business-rules YAML, shipped with every version
     split: SplitSpec = Field(default_factory=SplitSpec)
     quality: QualitySpec = Field(default_factory=QualitySpec)
+    image: ImageOptions | None = None  # kind: image (filled with the defaults when absent)
     base_dir: Path = Path(".")  # set by load_spec; relative paths resolve here
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_sections(cls, raw: object) -> object:
+        """A kind's own section defaults to its defaults (``kind: image`` needs no
+        ``image:``), and belongs to that kind only."""
+        if not isinstance(raw, dict):
+            return raw
+        kind = raw.get("kind", "tabular")
+        if kind == "image" and raw.get("image") is None:
+            raw = {**raw, "image": {}}
+        if kind != "image" and raw.get("image") is not None:
+            raise ValueError("an `image:` section needs `kind: image`")
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
+        if self.source.format in ("folder", "sklearn") and self.kind == "tabular":
+            raise ValueError(f"source.format {self.source.format} holds images: add `kind: image`")
+        if self.kind == "image":
+            return self._image()
         features = self.numeric + self.categorical
         if not features:
             raise ValueError("declare at least one numeric or categorical feature")
@@ -122,12 +194,47 @@ class DatasetSpec(_Strict):
             raise ValueError("log_target applies to regression only")
         return self
 
+    def _image(self) -> DatasetSpec:
+        """``kind: image``: one image per row, labelled; no tabular columns."""
+        if (
+            tabular := [k for k in ("numeric", "categorical", "drop") if getattr(self, k)]
+            + (["log_target"] if self.log_target else [])
+            + (["rules"] if self.rules else [])
+        ):
+            raise ValueError(f"{', '.join(tabular)} apply to tabular data, not kind: image")
+        if self.target == "image":
+            raise ValueError("target `image` is the name of the image column: name it otherwise")
+        if self.task == "regression":
+            raise ValueError("kind: image supports the binary and multiclass tasks")
+        if self.metric not in CLASSIFICATION_METRICS:
+            raise ValueError(f"metric {self.metric!r} does not fit task {self.task}")
+        if self.task == "binary" and self.positive_label is None:
+            raise ValueError("a binary task needs positive_label (the class to predict)")
+        fmt = self.source.format
+        if fmt == "sklearn" and self.source.path not in SKLEARN_DATASETS:
+            raise ValueError(
+                f"source.path {self.source.path!r}: scikit-learn image datasets are "
+                f"{list(SKLEARN_DATASETS)}"
+            )
+        if fmt == "folder" and self.time.column is not None:
+            raise ValueError("an image folder has no columns: use time.row_order (file order)")
+        return self
+
+    @property
+    def image_options(self) -> ImageOptions:
+        """The ``image:`` section (``kind: image`` only)."""
+        if self.image is None:
+            raise ValueError(f"dataset {self.name} is of kind {self.kind}, not image")
+        return self.image
+
     @property
     def features(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
     @property
     def source_uri(self) -> str:
+        if self.source.format == "sklearn":
+            return f"sklearn:{self.source.path}"  # read from the installed package
         return self._resolve(self.source.path)
 
     @property
@@ -145,7 +252,11 @@ class DatasetSpec(_Strict):
     def local_files(self) -> list[str]:
         """The files this spec names on this machine's disk (not in an object store)."""
         uris = [self.source_uri] + ([self.rules_uri] if self.rules_uri else [])
-        return [u for u in uris if "://" not in u or u.startswith("file://")]
+        return [
+            u
+            for u in uris
+            if not u.startswith("sklearn:") and ("://" not in u or u.startswith("file://"))
+        ]
 
 
 def load_spec(path: str | Path) -> DatasetSpec:

@@ -44,6 +44,9 @@ from driftloop.validation import validate
 
 TRIAL = "trial.json"  # beside a trained model between steps; not part of a version
 DEFAULT_FAMILY = "tabular-torch"
+# The family trials are sampled from when none is named, per data kind; a kind not listed
+# here gets the first family (by name) that learns it.
+DEFAULT_FAMILIES = {"tabular": DEFAULT_FAMILY}
 
 
 def spec_from_text(text: str) -> DatasetSpec:
@@ -55,8 +58,11 @@ def spec_from_text(text: str) -> DatasetSpec:
 
 def spec_to_text(spec: DatasetSpec) -> str:
     """YAML for a pipeline parameter, with the source path made absolute."""
-    d = spec.model_dump(mode="json", exclude={"base_dir"})
-    d["source"]["path"] = spec.source_uri
+    d = spec.model_dump(mode="json", exclude={"base_dir"}, exclude_none=False)
+    if d.get("image") is None:
+        d.pop("image", None)  # a tabular spec reads as it always did
+    if spec.source.format != "sklearn":  # a bundled dataset is named, not located
+        d["source"]["path"] = spec.source_uri
     if spec.rules_uri is not None:
         d["rules"] = spec.rules_uri
     return yaml.safe_dump(d, sort_keys=False)
@@ -69,6 +75,18 @@ def read(path: str | Path) -> pd.DataFrame:
 def sample_trials(n: int, seed: int = 0, family: str = DEFAULT_FAMILY) -> list[dict[str, Any]]:
     """``n`` trials ``{"family", "params"}`` drawn from the family's declared search space."""
     return [{"family": family, "params": p} for p in get_family(family).sample_trials(n, seed)]
+
+
+def default_family(kind: str) -> str:
+    """The family that learns data of ``kind`` when a run names none."""
+    from driftloop.families import family_names
+
+    if kind in DEFAULT_FAMILIES:
+        return DEFAULT_FAMILIES[kind]
+    for name in family_names():
+        if kind in get_family(name).kinds:
+            return name
+    raise ConfigError(f"no model family of this driftloop learns {kind} data")
 
 
 # 1. Ingest: the window [start, end) of the source, typed, as Parquet.

@@ -70,6 +70,13 @@ class ValidationReport:
 
 
 def validate(df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
+    """The report for the spec's data kind (``driftloop.datakinds``)."""
+    from driftloop.datakinds import get_kind
+
+    return get_kind(spec.kind).validate(df, spec)
+
+
+def validate_tabular(df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
     q = spec.quality
     report = ValidationReport(dataset=spec.name, rows=len(df))
 
@@ -102,10 +109,15 @@ def validate(df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
         f"{dup:.1%} duplicate rows (max {q.max_duplicate_share:.0%})",
     )
 
-    # 4. The target: present, in range, or a usable label set.
-    _check_target(df[spec.target], spec, report)
+    # 4. The target: present, in range, or a usable label set; 5. enough rows per split.
+    check_target_and_splits(df, spec, report)
+    return report
 
-    # 5. Enough rows in every time split.
+
+def check_target_and_splits(df: pd.DataFrame, spec: DatasetSpec, report: ValidationReport) -> None:
+    """The checks every data kind shares: the target, and enough rows in every split."""
+    q = spec.quality
+    _check_target(df[spec.target], spec, report)
     splits = split_by_time(df, spec)
     for name, part in (
         ("train", splits.train),
@@ -118,7 +130,6 @@ def validate(df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
             len(part) >= q.min_rows_per_split,
             f"{len(part)} rows in {name} (min {q.min_rows_per_split}); {_span(part)}",
         )
-    return report
 
 
 def _check_target(y: pd.Series, spec: DatasetSpec, report: ValidationReport) -> None:

@@ -17,7 +17,7 @@ from driftloop.data import read_uri
 from driftloop.errors import ConfigError, DataError, DriftloopError
 from driftloop.registry import Registry
 from driftloop.spec import DatasetSpec
-from driftloop.steps import sample_trials, spec_to_text
+from driftloop.steps import default_family, sample_trials, spec_to_text
 from driftloop.store import Store
 
 COMPILED = Path(__file__).with_name("training_pipeline.yaml")
@@ -67,7 +67,8 @@ class RunRequest:
             raise ConfigError(f"--canary must be in 1..100, not {self.canary_percent}")
 
     def arguments(self) -> dict:
-        trials = self.trials or sample_trials(self.n_trials, self.seed)
+        family = default_family(self.spec.kind)
+        trials = self.trials or sample_trials(self.n_trials, self.seed, family)
         return {
             "spec_yaml": spec_to_text(self.spec),
             "store_uri": self.store_uri,
@@ -97,6 +98,11 @@ def stage(req: RunRequest, store: Store) -> RunRequest:
         )
     uploaded = {}
     for path in req.spec.local_files:
+        if Path(path.removeprefix("file://")).is_dir():
+            raise ConfigError(
+                f"{path} is a folder of images: the cluster reads data from the store, so "
+                "pack them as Parquet with an image-bytes column (image.bytes_column) first"
+            )
         data = read_uri(path, "dataset spec file")
         key = dataset_key(sha256(data), Path(path.removeprefix("file://")).name)
         if not store.exists(key):

@@ -80,9 +80,9 @@ def load_dir(directory: Path, verify: bool = True) -> Bundle:
         else None
     )
     model = family.load(directory)  # the family's safe files; never pickle
-    if model.inputs != schema.names:
+    if model.inputs != schema.inputs:
         raise IntegrityError(
-            f"{directory}: {VersionFiles.SCHEMA} features {schema.names} do not match "
+            f"{directory}: {VersionFiles.SCHEMA} inputs {schema.inputs} do not match "
             f"the model's {model.inputs}"
         )
     return Bundle(model, schema, rules, manifest.version, family.name)

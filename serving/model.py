@@ -1,10 +1,12 @@
 """The KServe predictor: a thin ``kserve.Model`` over ``FittedModel.predict``.
 
 The version's family (from its manifest) loads the model; the predictor only decodes,
-predicts and encodes:
+predicts and encodes, with the codec of its schema's kind (``serving.codecs``: tabular
+``serving.protocol``, image ``serving.image_protocol``):
 
-    preprocess   V1 dict / V2 InferRequest -> validated input columns  (serving.protocol)
-    predict      FittedModel.predict (the one prediction path) + business rules
+    preprocess   V1 dict / V2 InferRequest -> validated input columns  (the codec)
+    predict      FittedModel.predict (the one prediction path) + business rules; with a
+                 payload log, predict_logged: the family says what the log keeps
     postprocess  V1 dict / V2 InferResponse; queue the payload log pair
 
 Each request takes the current ``Bundle`` once, in ``preprocess``, and carries it to the
@@ -27,6 +29,7 @@ from prometheus_client import Gauge
 from driftloop.preprocess import Columns
 from serving import protocol
 from serving.artifacts import Bundle
+from serving.codecs import codec_for, logged_request
 from serving.payload_log import PayloadEmitter
 
 # 1,000 rows keeps a request under ~50 ms and a few hundred KB; bigger jobs are batch jobs.
@@ -68,6 +71,7 @@ class Scored:
     batch: Batch
     pred: dict[str, np.ndarray]
     rules_fired: list[list[str]] | None
+    logged: dict[str, np.ndarray] | None = None  # the family's log columns (None: as sent)
 
 
 class Predictor(Model):
@@ -106,45 +110,59 @@ class Predictor(Model):
         return self._bundle
 
     def get_input_types(self) -> list[dict]:
-        return protocol.input_types(self.bundle.schema)
+        return codec_for(self.bundle.schema).input_types(self.bundle.schema)
 
     def get_output_types(self) -> list[dict]:
         b = self.bundle
-        return protocol.output_types(b.schema, b.rules is not None)
+        return codec_for(b.schema).output_types(b.schema, b.rules is not None)
 
     # -- request path --------------------------------------------------------------------
     def preprocess(self, payload: dict | InferRequest, headers: dict | None = None) -> Batch:
         bundle = self.bundle
         rid = (headers or {}).get("x-request-id")
+        codec = codec_for(bundle.schema)
         if isinstance(payload, InferRequest):
             if payload.request_outputs:
-                known = protocol.output_types(bundle.schema, bundle.rules is not None)
+                known = codec.output_types(bundle.schema, bundle.rules is not None)
                 protocol.check_outputs(
                     [o.name for o in payload.request_outputs], [o["name"] for o in known]
                 )
-            columns = protocol.decode_v2(
+            columns = codec.decode_v2(
                 payload.inputs, payload.parameters, bundle.schema, self.max_batch_rows
             )
             return Batch(bundle, columns, payload, None, rid or payload.id or str(uuid.uuid4()))
-        columns = protocol.decode_v1(payload, bundle.schema, self.max_batch_rows)
+        columns = codec.decode_v1(payload, bundle.schema, self.max_batch_rows)
         return Batch(bundle, columns, None, payload, rid)
 
     def predict(self, batch: Batch, headers: dict | None = None) -> Scored:
         bundle = batch.bundle
-        pred = bundle.model.predict(batch.columns)
+        logged = None
+        if self.emitter is None:
+            pred = bundle.model.predict(batch.columns)
+        else:
+            pred, logged = bundle.model.predict_logged(batch.columns)
         fired = bundle.rules.evaluate(batch.columns) if bundle.rules is not None else None
-        return Scored(batch, pred, fired)
+        return Scored(batch, pred, fired, logged)
 
     def postprocess(
         self, scored: Scored, headers: dict | None = None, response_headers: dict | None = None
     ) -> dict | InferResponse:
         batch = scored.batch
-        version = batch.bundle.version
+        version, schema = batch.bundle.version, batch.bundle.schema
+        codec = codec_for(schema)
+        logged = scored.logged
         if batch.v2 is None:
-            body = protocol.v1_response(self.name, version, scored.pred, scored.rules_fired)
-            self._log(batch.request_id, lambda: (batch.v1_body or {}, body))
+            body = codec.v1_response(self.name, version, schema, scored.pred, scored.rules_fired)
+            v1 = batch.v1_body or {}
+            self._log(
+                batch.request_id,
+                lambda: (
+                    v1 if logged is None else logged_request(logged, v1.get("timestamp")),
+                    body,
+                ),
+            )
             return body
-        outs = protocol.v2_outputs(scored.pred, scored.rules_fired)
+        outs = codec.v2_outputs(schema, scored.pred, scored.rules_fired)
         rid = batch.request_id or str(uuid.uuid4())
         v2 = batch.v2
         binary = bool(v2.use_binary_outputs)  # REST: binary_data_output; gRPC: raw in, raw out
@@ -158,10 +176,13 @@ class Predictor(Model):
                 )
                 for o in requested
             ]
+        params = dict(v2.parameters or {})
         self._log(
             rid,
             lambda: (
-                protocol.v2_request_json(rid, v2.parameters, v2.inputs),
+                protocol.v2_request_json(rid, v2.parameters, v2.inputs)
+                if logged is None
+                else logged_request(logged, params.get("timestamp")),
                 {
                     "id": rid,
                     "model_name": self.name,

@@ -6,7 +6,8 @@
     pipeline: evaluate     model.predict on the test window (driftloop.metrics.scores)
     pipeline: register     model.save, model.input_schema, family.reference
     gate                   family.load(champion files).predict on the same window
-    predictor              family.load(version dir), model.input_schema's contract, predict
+    predictor              family.load(version dir), model.input_schema's contract,
+                           predict, or predict_logged when it logs payloads
     drift job              family.drift (per window), family.report (Evidently HTML)
 
 ``FittedModel.predict`` is the one prediction path: pipeline evaluation, the gate, the
@@ -17,6 +18,11 @@ ones. Its output is a dict of numpy arrays keyed by what the task predicts:
     regression   {"value"}
     binary       {"probability" of the positive class, "label"}
     multiclass   {"probabilities" [n, k], "probability" of the chosen class, "label"}
+
+``FittedModel.predict_logged`` is the payload-log hook: the prediction plus the log columns
+that stand for the inputs (``schema.names``), or None to log the request as it was sent
+(tabular models: their features are the log columns). An image model logs its embedding
+and a few image statistics instead of the pixels.
 
 Saving writes exactly ``family.files`` into a directory, in safe formats (safetensors,
 JSON, a library's native text format; never pickle); the registry checksums them.
@@ -67,6 +73,12 @@ class FittedModel(ABC):
     def input_schema(self, spec: DatasetSpec) -> InputSchema:
         """The input contract the predictor enforces and V2 metadata advertises."""
 
+    def predict_logged(self, inputs: Columns) -> tuple[Prediction, dict[str, np.ndarray] | None]:
+        """``predict``, plus what the payload log keeps for these inputs: one array per log
+        column (``input_schema(...).names``), or None to log the request as it was sent
+        (the default: a tabular request's features are its log columns)."""
+        return self.predict(inputs), None
+
 
 @dataclass
 class TrainResult:
@@ -81,6 +93,7 @@ class ModelFamily(ABC):
 
     name: ClassVar[str]  # e.g. "tabular-torch"; the module is families/tabular_torch.py
     tasks: ClassVar[frozenset[str]]  # spec tasks it can learn
+    kinds: ClassVar[frozenset[str]] = frozenset({"tabular"})  # data kinds (spec `kind`) it learns
     files: ClassVar[tuple[str, ...]]  # what FittedModel.save writes
     # The declared search space: random search draws each listed parameter from its list;
     # unlisted parameters keep their defaults.
@@ -128,6 +141,11 @@ class ModelFamily(ABC):
         return {"seed": seed} if "seed" in self.default_params() else {}
 
     def check_task(self, spec: DatasetSpec) -> None:
+        if spec.kind not in self.kinds:
+            raise ConfigError(
+                f"model family {self.name} cannot learn {spec.kind} data "
+                f"(it learns {sorted(self.kinds)}); pick a family for kind {spec.kind}"
+            )
         if spec.task not in self.tasks:
             raise ConfigError(
                 f"model family {self.name} cannot learn a {spec.task} task "

@@ -35,6 +35,10 @@ from tests.conftest import ROOT
 
 HERE = Path(__file__).parent
 QUICK = {"family": "tabular-torch", "params": {"max_epochs": 2, "hidden": 32, "layers": 1}}
+QUICK_IMAGE = {
+    "family": "image-cnn",
+    "params": {"max_epochs": 3, "filters": 8, "embedding": 8, "patience": 3},
+}
 # kserve 0.21 returns fastapi's ORJSONResponse, which fastapi >= 0.120 deprecates with a
 # UserWarning (not a DeprecationWarning, so pyproject's kserve filter misses it).
 KSERVE_WARNING = "ignore:ORJSONResponse is deprecated:UserWarning"
@@ -58,13 +62,15 @@ class Trained:
     test_path: Path
 
 
-def train_and_register(spec: DatasetSpec, start: str, end: str, root: Path) -> Trained:
+def train_and_register(
+    spec: DatasetSpec, start: str | None, end: str | None, root: Path, trial: dict = QUICK
+) -> Trained:
     s = split_by_time(load_window(spec, start, end), spec)
     model_dir, train_p, test_p = root / "model", root / "train.parquet", root / "test.parquet"
     s.train.to_parquet(train_p, index=False)
     s.validation.to_parquet(root / "validation.parquet", index=False)
     s.test.to_parquet(test_p, index=False)
-    train_trial(train_p, root / "validation.parquet", spec, QUICK, model_dir)
+    train_trial(train_p, root / "validation.parquet", spec, trial, model_dir)
     store = LocalStore(root / "store")
     ref = register(model_dir, train_p, test_p, spec, store, Lineage(), promote=True)
     registry = Registry(store)
@@ -84,6 +90,13 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     spec = load_spec(ROOT / "data" / "bank_marketing.yaml")
     spec = spec.model_copy(update={"unknown_category": "reject"})
     return train_and_register(spec, "2008-05-01", "2008-07-01", tmp_path_factory.mktemp("bank"))
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """A small image model on scikit-learn's digits (a few epochs: serving, not accuracy)."""
+    spec = load_spec(ROOT / "data" / "digits.yaml")
+    return train_and_register(spec, None, None, tmp_path_factory.mktemp("digits"), QUICK_IMAGE)
 
 
 class Receiver:
@@ -129,7 +142,11 @@ class Served:
 
 @pytest.fixture(scope="session")
 def server(
-    bike: Trained, bank: Trained, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+    bike: Trained,
+    bank: Trained,
+    digits: Trained,
+    receiver: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     dead = f"http://127.0.0.1:{free_port()}/"  # nothing listens here
     watch = train_and_register(
@@ -149,6 +166,14 @@ def server(
             "bike-logged", lambda: load_dir(bike.dir), emitter=logger(receiver.url, "bike-logged")
         ),
         Predictor("bike-unload", lambda: load_dir(bike.dir)),  # only test_repository unloads
+    ]
+    predictors += [
+        Predictor("digits", lambda: load_dir(digits.dir), max_batch_rows=50),
+        Predictor(
+            "digits-logged",
+            lambda: load_dir(digits.dir),
+            emitter=logger(receiver.url, "digits-logged"),
+        ),
     ]
     ref = watch.registry.resolve(watch.spec.name)
     watched = Predictor("bike-watch", lambda: load_from_registry(watch.registry, ref))
