@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -274,6 +274,35 @@ class ImageCNN(ModelFamily):
     def train(self, splits: Splits, spec: DatasetSpec, params: dict[str, Any]) -> TrainResult:
         self.check_task(spec)
         hp = self.parse_params(params)
+        model, best_epoch = self._fit(splits.train, spec, hp, splits.validation)
+        x_va = pixels(splits.validation)
+        val = scores(model.predict({IMAGE: x_va}), splits.validation, spec)
+        return TrainResult(model, val, best_epoch, hp)
+
+    def refit(
+        self,
+        selected: FittedModel,
+        data: pd.DataFrame,
+        spec: DatasetSpec,
+        params: dict[str, Any],
+        epochs: int | None,
+    ) -> ImageCNNModel:
+        hp = self.parse_params(params)
+        model, _ = self._fit(data, spec, hp, epochs=max(1, epochs or hp["max_epochs"]))
+        if spec.task == "binary":  # tuned on validation during selection
+            model.pre.threshold = cast(ImageCNNModel, selected).pre.threshold
+        return model
+
+    def _fit(
+        self,
+        train: pd.DataFrame,
+        spec: DatasetSpec,
+        hp: dict[str, Any],
+        validation: pd.DataFrame | None = None,
+        epochs: int | None = None,
+    ) -> tuple[ImageCNNModel, int]:
+        """With ``validation``: keep the best epoch, stop after ``patience`` epochs without
+        improvement. Without it (a refit): exactly ``epochs`` epochs, same schedule."""
         # 1. Determinism: same data + params + seed -> same weights, on CPU. (CUDA has no
         #    deterministic backward for some pooling ops: warn there instead of failing.)
         torch.manual_seed(hp["seed"])
@@ -281,13 +310,13 @@ class ImageCNN(ModelFamily):
         torch.use_deterministic_algorithms(True, warn_only=dev.type == "cuda")
         gen = torch.Generator().manual_seed(hp["seed"])
 
-        # 2. Pixels, standardised with the training split's per-channel statistics.
-        x_tr = pixels(splits.train)
-        classes = sorted(str(v) for v in splits.train[spec.target].dropna().unique())
+        # 2. Pixels, standardised with the training rows' per-channel statistics.
+        x_tr = pixels(train)
+        classes = sorted(str(v) for v in train[spec.target].dropna().unique())
         if len(classes) < 2:
             raise DataError(f"the training split has {len(classes)} class(es); need two or more")
         index = {c: i for i, c in enumerate(classes)}
-        y_tr = torch.tensor([index[str(v)] for v in splits.train[spec.target]], device=dev)
+        y_tr = torch.tensor([index[str(v)] for v in train[spec.target]], device=dev)
         opts = spec.image_options
         pre = ImagePreprocessor(
             task=spec.task,
@@ -315,11 +344,12 @@ class ImageCNN(ModelFamily):
         # 3. Epochs of augmented mini-batches; after each, score validation in the spec's
         #    metric (ties broken by validation loss: small validation sets saturate) and keep
         #    the best weights; stop after `patience` epochs without improvement.
-        x_va = pixels(splits.validation)
-        y_va = [index.get(str(v), -1) for v in splits.validation[spec.target]]
+        if validation is not None:
+            x_va = pixels(validation)
+            y_va = [index.get(str(v), -1) for v in validation[spec.target]]
         best: tuple[float, float] | None = None
         best_state, best_epoch = None, 0
-        for epoch in range(1, hp["max_epochs"] + 1):
+        for epoch in range(1, (epochs or hp["max_epochs"]) + 1):
             net.train()
             for idx in torch.randperm(n, generator=gen).split(hp["batch_size"]):
                 batch = augment(x_t[idx.to(dev)], gen, hp["max_rotation"], hp["max_shift"])
@@ -328,8 +358,10 @@ class ImageCNN(ModelFamily):
                 loss.backward()
                 opt.step()
                 sched.step()
+            if validation is None:
+                continue
             model = ImageCNNModel(pre, net, arch)  # eval mode: a snapshot of this epoch
-            score, val_loss = self._validation(model, x_va, y_va, splits.validation, spec)
+            score, val_loss = self._validation(model, x_va, y_va, validation, spec)
             if best is None or _improves(spec.metric, (score, val_loss), best):
                 best, best_state, best_epoch = (
                     (score, val_loss),
@@ -338,13 +370,14 @@ class ImageCNN(ModelFamily):
                 )
             elif epoch - best_epoch >= hp["patience"]:
                 break
+        if validation is None:
+            return ImageCNNModel(pre, net, arch), epochs or hp["max_epochs"]
         assert best_state is not None
         net.load_state_dict(best_state)
         model = ImageCNNModel(pre, net, arch)
         if spec.task == "binary":
-            self._tune_threshold(model, x_va, splits.validation, spec)
-        val = scores(model.predict({IMAGE: x_va}), splits.validation, spec)
-        return TrainResult(model, val, best_epoch, hp)
+            self._tune_threshold(model, x_va, validation, spec)
+        return model, best_epoch
 
     def _validation(
         self, model: ImageCNNModel, x: np.ndarray, y: list[int], df: pd.DataFrame, spec: DatasetSpec
