@@ -33,3 +33,22 @@ def test_bad_values_are_one_config_error(monkeypatch, tmp_path):
     monkeypatch.setenv("DRIFTLOOP_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="config file .*missing.yaml does not exist"):
         load_settings()
+
+
+def test_collector_token_from_env_or_a_file(monkeypatch, tmp_path):
+    for k in ("DRIFTLOOP_COLLECTOR_TOKEN", "DRIFTLOOP_COLLECTOR_TOKEN_FILE", "DRIFTLOOP_CONFIG"):
+        monkeypatch.delenv(k, raising=False)
+    assert load_settings().collector_token is None  # no token: the collector runs open
+    monkeypatch.setenv("DRIFTLOOP_COLLECTOR_TOKEN", "from-env")
+    s = load_settings()
+    assert s.collector_token.get_secret_value() == "from-env" and "from-env" not in repr(s)
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")  # a mounted Secret key, trailing newline and all
+    monkeypatch.setenv("DRIFTLOOP_COLLECTOR_TOKEN_FILE", str(secret))
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings()
+    monkeypatch.delenv("DRIFTLOOP_COLLECTOR_TOKEN")
+    assert load_settings().collector_token.get_secret_value() == "from-file"
+    secret.write_text("  \n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_settings()
