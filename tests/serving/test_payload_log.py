@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
 from prometheus_client import REGISTRY
 
+from driftloop.formats import Lineage, VersionFiles
 from driftloop.payloads import BATCH_CONTENT_TYPE, read_logs
+from driftloop.registry import Registry
 from driftloop.store import LocalStore
 from monitoring.collector import Collector
 from tests.conftest import wait_for
+from tests.monitoring.helpers import run
 from tests.serving.conftest import Receiver, Trained, rows
 from tests.serving.test_server import v2_body
 
@@ -77,12 +81,17 @@ def test_batches_are_what_the_collector_accepts(
         )
         assert r.status_code == 200
     assert wait_for(lambda: sum(len(b) for _, b in list(receiver.posts)) >= 6)  # type: ignore[arg-type]
-    store = LocalStore(tmp_path)
-    collector = Collector(store)
+    store = LocalStore(tmp_path / "store")
+    src = tmp_path / "version"  # the collector logs registered models only
+    src.mkdir()
+    shutil.copy(bike.dir / VersionFiles.SCHEMA, src / VersionFiles.SCHEMA)
+    Registry(store).register("bike-logged", src, Lineage(), "tabular-torch")
+    collector = Collector(store, data_dir=tmp_path / "data")
+    headers = [(b"content-type", BATCH_CONTENT_TYPE.encode())]
     for _, batch in receiver.posts:
-        status, out = collector.receive_batch(json.dumps(batch).encode())
-        assert status == 200, out
-    assert collector.writer.write(collector.pairer.take()) == 6
+        status, out = run(collector.post_events(headers, json.dumps(batch).encode()))
+        assert status == 200 and not json.loads(out)["rejected"], out
+    assert run(collector.flush()).rows == 6
     logged = read_logs(store, "bike-logged")
     assert sorted(logged["request_id"].unique()) == ["batch-0", "batch-1", "batch-2"]
     assert logged["prediction"].notna().all()
