@@ -2,7 +2,8 @@
 
     driftloop serve --model bike-sharing                 # production alias, hot-swapped
     driftloop serve --model bike-sharing --version 3     # pinned: no swapping
-    driftloop serve --model bike-sharing --logger-url http://127.0.0.1:8090/ --port 8080
+    driftloop serve --model bike-sharing --logger-url http://127.0.0.1:8090/ --port 8080 \
+        [--logger-token-file token.txt]
 
 Binds 127.0.0.1 unless ``--host`` says otherwise. Ctrl-C stops it.
 """
@@ -33,6 +34,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--logger-url", help="send KServe-style payload CloudEvents to this URL")
+    s.add_argument(
+        "--logger-token-file",
+        help="file holding the collector's bearer token (default: the collector_token "
+        "setting, $DRIFTLOOP_COLLECTOR_TOKEN[_FILE])",
+    )
     s.add_argument("--endpoint", default="default", choices=ENDPOINTS)
     s.add_argument(
         "--watch-interval",
@@ -55,7 +61,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from serving.artifacts import load_from_registry
     from serving.model import Predictor
-    from serving.payload_log import emitter_for
+    from serving.payload_log import emitter_for, logger_token
     from serving.server import LocalServer
     from serving.watch import AliasWatcher
 
@@ -63,7 +69,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry(open_store(settings))
     name = args.model or _only_model(registry)
     ref = registry.resolve(name, args.version, None if args.version else args.alias)
-    emitter = emitter_for(args.logger_url, name, name, "local", args.endpoint)
+    token = logger_token(args.logger_token_file, settings) if args.logger_url else None
+    emitter = emitter_for(args.logger_url, name, name, "local", args.endpoint, token)
     predictor = Predictor(
         name, lambda: load_from_registry(registry, ref), args.max_batch_rows, emitter
     )
