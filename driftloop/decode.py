@@ -62,6 +62,9 @@ class Event:
     model: str = ""  # a response: the model it names; a request: its service
     version: int = 0  # a response: the version that answered
     seg: int = -1  # the collector's write-ahead-log segment that holds it (-1: none)
+    # A request: the time text its event time comes from ("": the receive time), found
+    # on arrival so that storing a half needs no second parse of its body; None: unknown.
+    when: str | None = None
     doc: dict | None = None  # the parsed body, kept only while it is being checked
 
     @property
@@ -128,6 +131,7 @@ def parse_event(
         if service is None:
             raise DataError("a request event needs ce-inferenceservicename (its model)")
         ev.rows, ev.model = check_request(doc), service
+        ev.when = _time_text(doc, ce_time)
     else:
         name, ev.version = check_response(doc)
         ev.model = name or service or ""
@@ -354,14 +358,22 @@ def _value(v: Any, kind: str | None, name: str) -> Any:
         raise DataError(f"feature {name!r}: {e}") from None
 
 
+def _time_text(body: dict, ce_time: str | None) -> str:
+    params = body.get("parameters")
+    for v in (body.get("timestamp"), params.get("timestamp") if params else None, ce_time):
+        if isinstance(v, str) and v:
+            return v
+    return ""
+
+
 def event_time(req: Event, body: dict | None = None) -> datetime:
     """The logged event time: the request's ``timestamp`` (V1) or ``parameters.timestamp``
     (V2), else the CloudEvent's ``time``, else the receive time; naive UTC."""
-    body = req.body() if body is None else body
-    params = body.get("parameters")
-    for v in (body.get("timestamp"), params.get("timestamp") if params else None, req.ce_time):
-        if isinstance(v, str) and v:
-            return _time(v, "timestamp")
+    text = req.when if body is None and req.when is not None else None
+    if text is None:
+        text = _time_text(req.body() if body is None else body, req.ce_time)
+    if text:
+        return _time(text, "timestamp")
     return datetime.fromtimestamp(req.received, UTC).replace(tzinfo=None)
 
 

@@ -1,7 +1,7 @@
 """What the collector admits: parsed events, a bearer token, registered models only.
 
-``parse_binary`` / ``parse_batch``: one binary-mode event or a CloudEvents batch ->
-``(accepted, rejected)`` events (``driftloop.decode.parse_event`` checks each one alone).
+``parse_batch``: a CloudEvents batch -> ``(accepted, rejected)`` events
+(``driftloop.decode.parse_event`` checks each one alone).
 
 ``Auth``: with a token configured (``collector_token`` / ``--token-file``), ``POST /``
 and ``POST /labels`` need ``Authorization: Bearer <token>`` (401 without, 403 if wrong);
@@ -24,7 +24,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -40,20 +40,6 @@ log = logging.getLogger("driftloop.collector")
 Key = tuple[str, int]  # (model, version); version 0: "any committed version"
 Parsed = tuple[int, str, Event]  # (index in the post, request id, event)
 Rejected = tuple[int, int, str, Any]  # (index, HTTP status, message, the event's id)
-
-
-def parse_binary(
-    headers: Sequence[tuple[bytes, bytes]], body: bytes
-) -> tuple[list[Parsed], list[Rejected]]:
-    """One binary-mode event: attributes in ``ce-*`` headers, the payload as the body."""
-    # ASGI lowercases header names; "ce-type" -> attribute "type".
-    attrs = {k[3:].decode("latin-1"): v.decode("latin-1") for k, v in headers if k[:3] == b"ce-"}
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise DataError(f"body is not valid JSON: {e}") from None
-    rid, ev = parse_event(attrs, body, doc, time.time())
-    return [(0, rid, ev)], []
 
 
 def parse_batch(body: bytes) -> tuple[list[Parsed], list[Rejected]]:
@@ -89,11 +75,11 @@ class Auth:
         self.token = token.get_secret_value().encode() if token is not None else None
         self.open_events = open_events
 
-    def check(self, headers: Sequence[tuple[bytes, bytes]], binary_event: bool) -> int:
-        """0 if admitted, else the HTTP status: 401 (no token) or 403 (a wrong one)."""
+    def check(self, given: bytes | None, binary_event: bool) -> int:
+        """0 if the ``Authorization`` header value ``given`` admits the post, else the
+        HTTP status: 401 (none) or 403 (a wrong one)."""
         if self.token is None:
             return 0
-        given = next((v for k, v in headers if k == b"authorization"), None)
         if given is None:
             return 0 if binary_event and self.open_events else 401
         scheme, _, value = given.partition(b" ")

@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -381,6 +381,7 @@ class BatchWriter:
 
     def _write_halves(self, halves: list[Half], out: Written) -> None:
         groups: dict[tuple, list[tuple[dict, int]]] = {}
+        sizes: dict[tuple, int] = {}
         for rid, ev in halves:
             received = datetime.fromtimestamp(ev.received, UTC).replace(tzinfo=None)
             when = event_time(ev) if ev.is_request else None
@@ -399,13 +400,21 @@ class BatchWriter:
                 "rows": ev.rows,
                 "body": ev.raw,
             }
-            day = (when or received).date()
-            groups.setdefault((ev.service or ev.model, kind, day), []).append((row, ev.seg))
+            group = (ev.service or ev.model, kind, (when or received).date())
+            if sizes.get(group, 0) + ev.size > self.cfg.batch_bytes and groups.get(group):
+                self._put_halves(*group, groups.pop(group), out)  # files of ~batch_bytes
+                sizes[group] = 0
+            groups.setdefault(group, []).append((row, ev.seg))
+            sizes[group] = sizes.get(group, 0) + ev.size
         for (service, kind, day), members in groups.items():
-            table = pa.Table.from_pylist([r for r, _ in members], schema=HALF_SCHEMA)
-            segs = [s for _, s in members]
-            key = half_key(service, kind, day)
-            self._put(_File(key, to_parquet(table), 0, len(segs), segs), out)
+            self._put_halves(service, kind, day, members, out)
+
+    def _put_halves(
+        self, service: str, kind: str, day: date, members: list[tuple[dict, int]], out: Written
+    ) -> None:
+        table = pa.Table.from_pylist([r for r, _ in members], schema=HALF_SCHEMA)
+        segs = [s for _, s in members]
+        self._put(_File(half_key(service, kind, day), to_parquet(table), 0, len(segs), segs), out)
 
     def _put(self, f: _File, out: Written) -> None:
         try:

@@ -9,15 +9,16 @@
     wal.close()                                     # fsync; delete released segments
 
 Layout: ``<data dir>/wal/<segment:012d>.log``, each a run of frames ``<u32 length>
-<u32 crc32><payload>`` (little-endian). A new segment starts every ``segment_bytes`` or
+<u32 crc32><payload>`` (little-endian), preallocated to ``segment_bytes`` (a zero length
+ends it). A new segment starts when the next frame does not fit, or after
 ``segment_age_s``; a segment is deleted once every record in it is released (its rows or
 half-records are in the store) and nothing is being appended to it. A crash mid-write
 leaves a torn last frame: its length or CRC does not check, the replay of that segment
-stops there, and nothing in it had been acknowledged (acknowledgement waits for fsync).
+stops there, and nothing in it had been acknowledged (acknowledgement waits for the sync).
 
-Group commit: a request that appended a record awaits ``commit``; one fsync runs at a time
-in a worker thread and covers every record appended before it started, so at 32
-concurrent senders one fsync (~2-4 ms on this machine's disk) acknowledges up to 32 events.
+Group commit: a request that appended a record awaits ``commit``; one write + fdatasync
+runs at a time in a worker thread and covers every record appended before it started:
+one sync (0.2-1 ms here, preallocated) acknowledges every event that arrived meanwhile.
 
 A payload is ``<u32 meta length><meta JSON><body>``: the event's attributes as a JSON array
 and its body bytes as received (no pickle).
@@ -45,7 +46,8 @@ _FRAME = struct.Struct("<II")
 _META = struct.Struct("<I")
 
 
-def encode(rid: str, ev: Event) -> bytes:
+def encode(rid: str, ev: Event) -> tuple[bytes, bytes]:
+    """A record's payload in two parts, the body not copied: ``append`` writes them as one."""
     meta = orjson.dumps(
         [
             rid,
@@ -58,18 +60,19 @@ def encode(rid: str, ev: Event) -> bytes:
             ev.rows,
             ev.model,
             ev.version,
+            ev.when,
         ]
     )
-    return _META.pack(len(meta)) + meta + ev.raw
+    return _META.pack(len(meta)) + meta, ev.raw
 
 
 def decode(payload: bytes) -> tuple[str, Event]:
     (n,) = _META.unpack_from(payload)
-    rid, is_req, received, ce_time, service, namespace, endpoint, rows, model, version = (
+    rid, is_req, received, ce_time, service, namespace, endpoint, rows, model, version, when = (
         orjson.loads(payload[4 : 4 + n])
     )
     ev = Event(is_req, payload[4 + n :], received, ce_time, service, namespace, endpoint)
-    ev.rows, ev.model, ev.version = rows, model, version
+    ev.rows, ev.model, ev.version, ev.when = rows, model, version, when
     return rid, ev
 
 
@@ -96,8 +99,10 @@ class WriteAheadLog:
         self._cur = (existing[-1] + 1) if existing else 1  # the segment appends go to
         self._cur_bytes = 0
         self._cur_started = time.monotonic()
+        self._caps = {self._cur: segment_bytes}  # segment -> the size it is allocated
         self._outstanding: dict[int, int] = {}  # segment -> records not yet released
-        self._pending: list[tuple[int, bytes]] = []  # appended, not yet written
+        # (segment, offset, the frame's parts): appended, not yet written
+        self._pending: list[tuple[int, int, tuple[bytes, ...]]] = []
         self.appended = self.synced = 0  # records appended / durable, since start
         self.disk_bytes = sum(self._path(s).stat().st_size for s in existing)
         self._fd: int | None = None
@@ -121,6 +126,8 @@ class WriteAheadLog:
             n, pos = 0, 0
             while pos + _FRAME.size <= len(data):
                 length, crc = _FRAME.unpack_from(data, pos)
+                if length == 0:  # the preallocated, never written rest of the segment
+                    break
                 payload = data[pos + _FRAME.size : pos + _FRAME.size + length]
                 if len(payload) != length or zlib.crc32(payload) != crc:
                     log.warning("write-ahead log %s: torn record at byte %d ignored", seg, pos)
@@ -133,18 +140,24 @@ class WriteAheadLog:
                 self._delete(seg)
 
     # -- the hot path ---------------------------------------------------------------------
-    def append(self, payload: bytes) -> int:
-        """Buffer one record (event-loop thread); returns its segment. Durable only once
-        a later ``commit`` returns."""
+    def append(self, payload: tuple[bytes, ...]) -> int:
+        """Buffer one record, given as parts of its payload (event-loop thread); returns
+        its segment. Durable only once a later ``commit`` returns."""
+        size, crc = 0, 0
+        for part in payload:
+            size, crc = size + len(part), zlib.crc32(part, crc)
+        frame = (_FRAME.pack(size, crc), *payload)
+        length = _FRAME.size + size
         if self._cur_bytes and (
-            self._cur_bytes >= self.segment_bytes
+            self._cur_bytes + length > self._caps[self._cur]
             or time.monotonic() - self._cur_started >= self.segment_age_s
         ):
             self._cur, self._cur_bytes, self._cur_started = self._cur + 1, 0, time.monotonic()
-        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
-        self._pending.append((self._cur, frame))
-        self._cur_bytes += len(frame)
-        self.disk_bytes += len(frame)
+        if self._cur_bytes == 0:  # a segment's first record: one that large fits alone
+            self._caps[self._cur] = max(self.segment_bytes, length)
+            self.disk_bytes += self._caps[self._cur]
+        self._pending.append((self._cur, self._cur_bytes, frame))
+        self._cur_bytes += length
         self._outstanding[self._cur] = self._outstanding.get(self._cur, 0) + 1
         self.appended += 1
         return self._cur
@@ -166,7 +179,7 @@ class WriteAheadLog:
             # Those records may be torn on disk: start a fresh segment, and do not keep
             # their segments alive for them (the senders were told 503 and resend).
             self._cur, self._cur_bytes = self._cur + 1, 0
-            for seg, _ in batch:
+            for seg, _, _ in batch:
                 self.release(seg)
             self.synced = upto
             raise
@@ -175,31 +188,49 @@ class WriteAheadLog:
         self.synced = upto
         self._delete_released()
 
-    def _write(self, batch: list[tuple[int, bytes]]) -> None:
-        """Worker thread: write the frames to their segments, fsync, close finished ones."""
+    def _write(self, batch: list[tuple[int, int, tuple[bytes, ...]]]) -> None:
+        """Worker thread: write the frames at their offsets, sync, close finished ones."""
         i = 0
         while i < len(batch):
-            seg = batch[i][0]
+            seg, offset, _ = batch[i]
             j = i
             while j < len(batch) and batch[j][0] == seg:
                 j += 1
             if seg != self._fd_seg:
                 self._open(seg)
             assert self._fd is not None
-            data = memoryview(b"".join(f for _, f in batch[i:j]))
-            while data:
-                data = data[os.write(self._fd, data) :]
+            parts = [memoryview(p) for _, _, frame in batch[i:j] for p in frame]
+            while parts:  # pwritev: no copy of the bodies; IOV_MAX is 1024 buffers
+                n = os.pwritev(self._fd, parts[:1024], offset)
+                offset += n
+                while parts and n >= len(parts[0]):
+                    n -= len(parts.pop(0))
+                if n:
+                    parts[0] = parts[0][n:]
             i = j
         if self._fd is not None:
-            os.fsync(self._fd)
+            self._sync_fd()
+
+    def _sync_fd(self) -> None:
+        # A preallocated segment does not change size as it fills: syncing its data is
+        # enough (fdatasync), which skips the journal commit an fsync of a growing file
+        # costs: ~0.1-0.3 ms instead of 2.5-4 ms per group commit on this machine's ext4.
+        assert self._fd is not None
+        os.fdatasync(self._fd)
 
     def _open(self, seg: int) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
+            self._sync_fd()
             os.close(self._fd)
-        self._fd = os.open(self._path(seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd = os.open(self._path(seg), os.O_RDWR | os.O_CREAT, 0o600)
         self._fd_seg = seg
-        dir_fd = os.open(self.dir, os.O_RDONLY)  # make the new file's name durable too
+        # Zeros, written: fallocate would leave "unwritten" extents whose conversion on
+        # the first write is a journal commit again (p90 0.3 vs 0.13 ms measured).
+        size, zeros = self._caps.get(seg, self.segment_bytes), bytes(1 << 20)
+        for offset in range(0, size, len(zeros)):
+            os.pwrite(self._fd, zeros[: size - offset], offset)
+        os.fsync(self._fd)  # the allocation itself
+        dir_fd = os.open(self.dir, os.O_RDONLY)  # and the new file's name
         try:
             os.fsync(dir_fd)
         finally:
@@ -225,6 +256,7 @@ class WriteAheadLog:
 
     def _delete(self, seg: int) -> None:
         self._outstanding.pop(seg, None)
+        self._caps.pop(seg, None)
         path = self._path(seg)
         try:
             self.disk_bytes -= path.stat().st_size
@@ -246,7 +278,7 @@ class WriteAheadLog:
             self._write(batch)
             self.synced = self.appended
         if self._fd is not None:
-            os.fsync(self._fd)
+            self._sync_fd()
             os.close(self._fd)
             self._fd = None
         self._fd_seg = self._cur = self._cur + 1  # nothing is open: every segment may go
