@@ -120,3 +120,30 @@ def test_s3_store_logs_and_labels(s3_settings: Settings, tmp_path: Path) -> None
     assert (v2["label"][0], v2["prediction"][0]) == ("yes", 0.7)
     labels = read_labels(store, "bike")
     assert labels[["request_id", "row", "actual_value"]].values.tolist() == [["s3-a", 1, 120.0]]
+
+
+def test_token_from_the_settings_or_a_file_guards_posts_not_health(
+    local_settings: Settings, tmp_path: Path
+) -> None:
+    store = open_store(local_settings)
+    register_fake(store, tmp_path)
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")  # as a Secret key is mounted
+    env = {"DRIFTLOOP_COLLECTOR_TOKEN": "from-env"}
+    for args, extra, good in [((), env, "from-env"), (("--token-file", str(token)), {}, "t0ken")]:
+        with collector(local_settings, *args, env=extra) as c:
+            assert c.http.get("/healthz").status_code == 200  # probes need no token
+            assert c.http.get("/metrics").status_code == 200
+            req, _ = v1_pair("a")
+            missing = c.send(REQ, "a", req)
+            assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith(
+                "Bearer"
+            )
+            assert c.send(REQ, "a", req, authorization="Bearer nope").status_code == 403
+            assert c.send(REQ, "a", req, authorization=f"Bearer {good}").status_code == 200
+            labels = {"model": "bike", "labels": [{"request_id": "a", "label": 1}]}
+            assert c.http.post("/labels", json=labels).status_code == 401
+            ok = c.http.post("/labels", json=labels, headers={"authorization": f"Bearer {good}"})
+            assert ok.status_code == 200
+            assert c.terminate() == 0
+        assert "no collector token configured" not in c.stderr
