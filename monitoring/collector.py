@@ -66,7 +66,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 from pydantic import SecretStr
@@ -79,20 +78,14 @@ from driftloop.settings import Settings, read_token
 from driftloop.store import Store, open_store
 from monitoring.admission import Admission, Auth, Parsed, Rejected, parse_batch
 from monitoring.buffer import BatchWriter, CollectorConfig, Metrics, Pairer, Written
+from monitoring.http import AUTH_MESSAGES, AsgiApp, Reply, error_reply, scan_headers
 from monitoring.wal import WriteAheadLog, encode
 
 log = logging.getLogger("driftloop.collector")
-MAX_BODY = 16 * 1024 * 1024  # one inference payload; larger is refused with 413
-_JSON = [(b"content-type", b"application/json")]
 BATCH = BATCH_CONTENT_TYPE.encode()
-Reply = tuple[int, bytes]
 
 
-def _error(status: int, message: str) -> Reply:
-    return status, orjson.dumps({"error": message})
-
-
-class Collector:
+class Collector(AsgiApp):
     """The ASGI application. ``post_events`` is the whole per-event hot path."""
 
     def __init__(
@@ -119,22 +112,22 @@ class Collector:
     # -- the hot path ---------------------------------------------------------------------
     async def post_events(self, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Reply:
         """``POST /``: one binary-mode event, or a batch of structured ones."""
-        content_type, authorization, attrs = _scan(headers)
+        content_type, authorization, attrs = scan_headers(headers)
         batch = content_type == BATCH
         if denied := self.auth.check(authorization, binary_event=not batch):
-            return self._refuse(denied, "unauthorized", _AUTH[denied])
+            return self.refuse(denied, "unauthorized", AUTH_MESSAGES[denied])
         if not batch:
             return await self._post_one(attrs, body)
         try:
             events, rejected = parse_batch(body)
         except DataError as e:
-            return self._refuse(400, "malformed", str(e))
+            return self.refuse(400, "malformed", str(e))
         try:
             events = await self._admit(events, rejected)
         except StoreError as e:
-            return self._refuse(503, "store_unavailable", f"cannot check the registry, retry: {e}")
+            return self.refuse(503, "store_unavailable", f"cannot check the registry, retry: {e}")
         if events and (busy := self._busy()):
-            return self._refuse(503, "busy", busy)
+            return self.refuse(503, "busy", busy)
         if events and (failed := await self._persist(events)):
             return failed
         for _, status, _, _ in rejected:
@@ -153,18 +146,18 @@ class Collector:
                 raise DataError(f"body is not valid JSON: {e}") from None
             rid, ev = parse_event(attrs, body, doc, time.time())
         except DataError as e:
-            return self._refuse(400, "malformed", str(e))
+            return self.refuse(400, "malformed", str(e))
         key = (ev.model, ev.version)
         admitted = self.admission.cached(key)
         if admitted is None:
             try:
                 admitted = (await self.admission.admit([key]))[key]
             except StoreError as e:
-                return self._refuse(503, "store_unavailable", f"cannot check the registry: {e}")
+                return self.refuse(503, "store_unavailable", f"cannot check the registry: {e}")
         if not admitted:
-            return self._refuse(422, "unregistered", _unregistered(ev))
+            return self.refuse(422, "unregistered", _unregistered(ev))
         if busy := self._busy():
-            return self._refuse(503, "busy", busy)
+            return self.refuse(503, "busy", busy)
         return await self._persist([(0, rid, ev)]) or (200, b"")
 
     async def _persist(self, events: list[Parsed]) -> Reply | None:
@@ -176,7 +169,7 @@ class Collector:
             await self.wal.commit()
         except OSError as e:
             log.error("write-ahead log: %s", e)
-            return self._refuse(503, "disk", f"cannot persist the events, retry: {e}")
+            return self.refuse(503, "disk", f"cannot persist the events, retry: {e}")
         for _, rid, ev in events:
             self._accept(rid, ev)
         return None
@@ -226,74 +219,17 @@ class Collector:
         if self.pairer.add(rid, ev) and self._wake is not None:
             self._wake.set()
 
-    def _refuse(self, status: int, reason: str, message: str) -> Reply:
+    def refuse(self, status: int, reason: str, message: str) -> Reply:
         self.metrics.invalid.inc()
         self.metrics.rejected.labels(reason).inc()
-        return _error(status, message)
+        return error_reply(status, message)
 
     # -- ASGI -----------------------------------------------------------------------------
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            return await self._lifespan(receive, send)
-        if scope["type"] != "http":
-            return None
-        method, path = scope["method"], scope["path"]
-        body, problem = await self._read_body(receive)
-        headers = _JSON
-        if problem == 413:
-            status, out = self._refuse(413, "too_large", f"body larger than {MAX_BODY} bytes")
-        elif problem:
-            status, out = self._refuse(503, "busy", "too many bodies being received: retry")
-        elif method == "POST" and path == "/":
-            status, out = await self.post_events(scope["headers"], body)
-        elif method == "POST" and path == "/labels":
-            status, out = await self.post_labels(scope["headers"], body)
-        elif method == "GET" and path == "/healthz":
-            status, out = 200, b'{"status":"ok"}'
-        elif method == "GET" and path == "/metrics":
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-            self._gauges()
-            status, out = 200, generate_latest(self.metrics.registry)
-            headers = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
-        else:
-            status, out = _error(404, f"no route {method} {path}")
-        headers = [*headers, (b"content-length", str(len(out)).encode())]  # not chunked
-        if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="driftloop-collector"'))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": out})
-
-    async def _read_body(self, receive: Any) -> tuple[bytes, int]:
-        """The body, and 0, 413 (larger than MAX_BODY) or 503 (bodies being received
-        together exceed ``max_inflight_bytes``); an oversized body is read and dropped."""
-        chunks, size, problem = [], 0, 0
-        try:
-            while True:
-                msg = await receive()
-                chunk = msg.get("body", b"")
-                size += len(chunk)
-                if not problem:
-                    self.inflight_bytes += len(chunk)
-                    if size > MAX_BODY:
-                        problem = 413
-                    elif self.inflight_bytes > self.cfg.max_inflight_bytes:
-                        problem = 503
-                    else:
-                        chunks.append(chunk)
-                    if problem:
-                        self.inflight_bytes -= sum(map(len, chunks)) + len(chunk)
-                        chunks = []
-                if not msg.get("more_body"):
-                    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), problem
-        finally:
-            self.inflight_bytes -= sum(map(len, chunks))
-
     async def post_labels(self, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Reply:
         from datetime import timedelta
 
-        if denied := self.auth.check(_scan(headers)[1], binary_event=False):
-            return self._refuse(denied, "unauthorized", _AUTH[denied])
+        if denied := self.auth.check(scan_headers(headers)[1], binary_event=False):
+            return self.refuse(denied, "unauthorized", AUTH_MESSAGES[denied])
         try:
             doc = orjson.loads(body)
             if (
@@ -304,28 +240,17 @@ class Collector:
                 raise DataError('expected {"model": str, "labels": [...]}')
             model = doc["model"]
             if not (await self.admission.admit([(model, 0)]))[(model, 0)]:
-                return self._refuse(422, "unregistered", f"model {model!r} is not registered")
+                return self.refuse(422, "unregistered", f"model {model!r} is not registered")
             skew = timedelta(seconds=self.cfg.max_label_skew_s)
             keys = await asyncio.to_thread(
                 write_labels, self.store, model, doc["labels"], max_skew=skew
             )
         except (orjson.JSONDecodeError, DataError) as e:
-            return self._refuse(400, "malformed", str(e))
+            return self.refuse(400, "malformed", str(e))
         except StoreError as e:
             self.metrics.flush_errors.inc()
-            return _error(503, f"store unavailable, retry: {e}")
+            return error_reply(503, f"store unavailable, retry: {e}")
         return 200, orjson.dumps({"written": len(doc["labels"]), "files": len(keys)})
-
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                await self.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     # -- flushing -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -401,6 +326,12 @@ class Collector:
         if kept:
             log.error("the store stayed unreachable: %d events wait in %s", kept, self.data_dir)
 
+    def metrics_page(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        self._gauges()
+        return generate_latest(self.metrics.registry)
+
     def _gauges(self) -> None:
         self.pairer.expire(time.time())
         m = self.metrics
@@ -416,12 +347,6 @@ class Collector:
         m.wal_unreleased.set(self.wal.unreleased())
 
 
-_AUTH = {
-    401: "missing bearer token (Authorization: Bearer <collector token>)",
-    403: "wrong bearer token",
-}
-
-
 def _named(rejected: list[Rejected]) -> list[tuple[int, str | None, int, str]]:
     return sorted((i, rid, status, msg) for i, status, msg, rid in rejected)
 
@@ -429,27 +354,6 @@ def _named(rejected: list[Rejected]) -> list[tuple[int, str | None, int, str]]:
 def _unregistered(ev: Event) -> str:
     what = f"model {ev.model!r}" + (f" version {ev.version}" if ev.version else "")
     return f"{what} has no committed version in the registry: not logged"
-
-
-# The CloudEvent attributes an event's ce-* headers carry (ASGI lowercases header names).
-_ATTRS = {
-    f"ce-{a}".encode(): a
-    for a in ("type", "id", "time", "endpoint", "inferenceservicename", "namespace")
-}
-
-
-def _scan(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bytes | None, dict[str, str]]:
-    """(content type, Authorization value, CloudEvent attributes) in one pass."""
-    content_type, authorization, attrs = b"", None, {}
-    for k, v in headers:
-        name = _ATTRS.get(k)
-        if name is not None:
-            attrs[name] = v.decode("latin-1")
-        elif k == b"content-type":
-            content_type = v.split(b";", 1)[0].strip().lower()
-        elif k == b"authorization":
-            authorization = v
-    return content_type, authorization, attrs
 
 
 def default_data_dir(store_uri: str, port: int) -> Path:

@@ -210,3 +210,35 @@ def test_predictor_and_collector_agree_on_timestamps(c: Collector, ts: str) -> N
 def test_predictor_and_collector_agree_on_numbers(c: Collector, temp: object) -> None:
     body = {"instances": [{"temp": temp, "season": "x"}]}
     assert _predictor_accepts(body) == _collector_accepts(c, "n", body)
+
+
+def test_bodies_in_flight_are_bounded_in_bytes(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    register_fake(store, tmp_path)
+    c = Collector(store, CollectorConfig(max_inflight_bytes=1 << 20), data_dir=tmp_path / "d")
+
+    def call(body: bytes, chunk: int = 64 << 10) -> int:
+        parts = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
+        msgs = [{"body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return msgs.pop(0)
+
+        async def send(msg: dict) -> None:
+            sent.append(msg)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": as_asgi(headers(REQ, "i")),
+        }
+        run(c(scope, receive, send))
+        return sent[0]["status"]
+
+    big = json.dumps({"instances": [{"temp": 1.0, "season": "s" * (2 << 20)}]}).encode()
+    assert call(big) == 503 and c.inflight_bytes == 0  # 2 MiB > 1 MiB in flight
+    assert call(json.dumps(REQUEST_BODY).encode()) == 200 and c.inflight_bytes == 0
+    assert call(b"x" * (17 << 20)) == 413  # one body over 16 MiB, whatever the bound
+    assert c.metrics.rejected.labels("busy")._value.get() == 1
