@@ -20,8 +20,8 @@ this one; ``--compare`` runs the same scenarios against a second tree afterwards
    started again 1 s later on the same port and data dir -> ``kill9_lost``: answered
    requests whose row is not in the store at the end.
 3. restart: the same with SIGTERM -> ``restart_lost``.
-4. poisoned batch: one batch of 200 good pairs plus one response with model_version
-   "99999999999999999999" -> ``poisoned_batch_lost`` (good rows missing).
+4. poisoned batch: one batch of 200 good pairs plus one pair whose response names
+   model_version "99999999999999999999" -> ``poisoned_batch_lost`` (good rows missing).
 5. replicas: two collectors on two ports, the events alternating between them (so the
    halves of every pair are split), 10 % of the pairs sent again whole to one replica
    (a retry) -> ``replicas_lost``, and ``duplicated``: rows read twice (here and in 2-3).
@@ -307,7 +307,12 @@ def poisoned(tree: Tree) -> int:
             {**base, "type": RESP, "data": resp},
         ]
     bad = {"predictions": [1.0], "model_name": "bench", "model_version": "99999999999999999999"}
-    events.insert(101, {"specversion": "1.0", "id": "poison", "type": RESP, "data": bad})
+    base = {"specversion": "1.0", "id": "poison", "inferenceservicename": "bench"}
+    inst = {"temp": 0.5, "hum": 0.5, "hour": 3, "weekday": 1, "season": "summer"}
+    events[0:0] = [  # a whole pair, first: it would be flushed before the others
+        {**base, "type": REQ, "data": {"instances": [inst]}},
+        {**base, "type": RESP, "data": bad},
+    ]
     httpx.post(f"http://127.0.0.1:{port}/", content=json.dumps(events), headers=BATCH)
     _stop(proc)
     return 200 - len(tree.count(store)["ids"])
