@@ -24,7 +24,8 @@ this one; ``--compare`` runs the same scenarios against a second tree afterwards
    model_version "99999999999999999999" -> ``poisoned_batch_lost`` (good rows missing).
 5. replicas: two collectors on two ports, the events alternating between them (so the
    halves of every pair are split), 10 % of the pairs sent again whole to one replica
-   (a retry) -> ``replicas_lost``, and ``duplicated``: rows read twice (here and in 2-3).
+   (a retry) -> ``replicas_lost``, and ``duplicated``: rows read twice (here and in 2-3);
+   ``stored_twice``: rows in the paired log files more than once, which the read drops.
 6. unpaired: 30 request halves of 8 MB whose responses never come -> ``unpaired_rss_mb``.
 7. store down: S3 (moto, in this process) stops before SIGTERM and is back before the
    next start -> ``store_down_lost``.
@@ -137,6 +138,24 @@ class Tree:
             stdout=subprocess.PIPE,
             text=True,
         )
+
+
+def stored_rows(store: Path) -> int:
+    """Rows stored, copies included: in the paired log files, and request halves that have
+    a response half (one instance each here). What the read's dedupe has to drop."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    files = list((store / "logs" / "bench").rglob("*.parquet"))
+    paired = sum(pq.read_metadata(f).num_rows for f in files if "halves" not in f.parts)
+
+    def ids(kind: str) -> Counter:
+        found = [f for f in files if "halves" in f.parts and kind in f.parts]
+        return Counter(i for f in found for i in pq.read_table(f)["request_id"].to_pylist())
+
+    requests, responses = ids("request"), ids("response")
+    return paired + sum(n for rid, n in requests.items() if rid in responses)
 
 
 def new_store(tmp: Path) -> Path:
@@ -290,6 +309,7 @@ def crash(tree: Tree, sig: int, n: int = 6_000, rate: float = 1_000.0) -> dict:
     return {
         "lost": len(answered - set(found["ids"])),
         "duplicated": found["rows"] - len(found["ids"]),
+        "stored_twice": max(0, stored_rows(store) - len(found["ids"])),
         "emitter": json.loads(out.strip().splitlines()[-1]),
     }
 
@@ -333,7 +353,11 @@ def replicas(tree: Tree, pairs: int = 5_000) -> dict:
     for p in procs:
         _stop(p)
     found = tree.count(store)
-    return {"lost": pairs - len(found["ids"]), "duplicated": found["rows"] - len(found["ids"])}
+    return {
+        "lost": pairs - len(found["ids"]),
+        "duplicated": found["rows"] - len(found["ids"]),
+        "stored_twice": max(0, stored_rows(store) - len(found["ids"])),
+    }
 
 
 def unpaired_rss(tree: Tree, n: int = 30, mb: int = 8) -> float:
@@ -417,6 +441,7 @@ def run_all(tree: Tree, args: argparse.Namespace) -> dict:
         "replicas": 2,
         "replicas_lost": rp["lost"],
         "duplicated": k9["duplicated"] + rs["duplicated"] + rp["duplicated"],
+        "stored_twice": k9["stored_twice"] + rs["stored_twice"] + rp["stored_twice"],
         "unpaired_rss_mb": unpaired_rss(tree),
         "store_down_lost": store_down(tree),
         "kill9_emitter": k9["emitter"],
