@@ -187,6 +187,11 @@ class Metrics:
         self.wal_bytes = Gauge(
             "driftloop_collector_wal_bytes", "write-ahead log on disk", registry=r
         )
+        self.wal_syncs = Gauge(
+            "driftloop_collector_wal_syncs",
+            "group commits (one write + fdatasync each) since start",
+            registry=r,
+        )
         self.wal_unreleased = Gauge(
             "driftloop_collector_wal_unreleased_events",
             "logged events not yet in the store",

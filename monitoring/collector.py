@@ -344,6 +344,7 @@ class Collector(AsgiApp):
         )
         m.memory.labels("inflight").set(self.inflight_bytes)
         m.wal_bytes.set(self.wal.disk_bytes)
+        m.wal_syncs.set(self.wal.syncs)
         m.wal_unreleased.set(self.wal.unreleased())
 
 
@@ -389,6 +390,11 @@ def serve(
         http="httptools",
         lifespan="on",
         access_log=False,
+        # Per-request work nobody reads: the collector logs no client address and its
+        # callers need no Server or Date header (~5 % of the loop's time per event).
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         log_level="info",
         timeout_graceful_shutdown=10,
     )

@@ -104,10 +104,12 @@ class WriteAheadLog:
         # (segment, offset, the frame's parts): appended, not yet written
         self._pending: list[tuple[int, int, tuple[bytes, ...]]] = []
         self.appended = self.synced = 0  # records appended / durable, since start
+        self.syncs = 0  # group commits, since start
         self.disk_bytes = sum(self._path(s).stat().st_size for s in existing)
         self._fd: int | None = None
         self._fd_seg = 0
         self._task: asyncio.Task | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def _path(self, seg: int) -> Path:
         return self.dir / f"{seg:012d}.log"
@@ -163,30 +165,45 @@ class WriteAheadLog:
         return self._cur
 
     async def commit(self) -> None:
-        """Until every record appended before this call is fsynced. OSError if the disk
+        """Until every record appended before this call is synced. OSError if the disk
         fails (the caller answers 503: the sender retries)."""
         target = self.appended
-        while self.synced < target:
-            if self._task is None:
-                self._task = asyncio.get_running_loop().create_task(self._sync())
-            await asyncio.shield(self._task)
+        if self.synced >= target:
+            return
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()  # one per waiter: cancelling one cancels only it
+        self._waiters.append((target, fut))
+        if self._task is None:
+            self._task = loop.create_task(self._syncer())
+        await fut
 
-    async def _sync(self) -> None:
-        batch, self._pending, upto = self._pending, [], self.appended
+    async def _syncer(self) -> None:
+        """One group commit after another while anyone waits; each covers everything
+        appended before it started."""
         try:
-            await asyncio.to_thread(self._write, batch)
-        except OSError:
-            # Those records may be torn on disk: start a fresh segment, and do not keep
-            # their segments alive for them (the senders were told 503 and resend).
-            self._cur, self._cur_bytes = self._cur + 1, 0
-            for seg, _, _ in batch:
-                self.release(seg)
-            self.synced = upto
-            raise
+            while self._waiters:
+                batch, self._pending, upto = self._pending, [], self.appended
+                error: OSError | None = None
+                try:
+                    await asyncio.to_thread(self._write, batch)
+                    self.syncs += 1
+                except OSError as e:
+                    # Those records may be torn on disk: start a fresh segment, and keep
+                    # no segment alive for them (their senders are told 503 and resend).
+                    error = e
+                    self._cur, self._cur_bytes = self._cur + 1, 0
+                    for seg, _, _ in batch:
+                        self.release(seg)
+                self.synced = upto
+                waiting, self._waiters = self._waiters, []
+                for target, fut in waiting:
+                    if target > upto:
+                        self._waiters.append((target, fut))
+                    elif not fut.done():
+                        fut.set_exception(error) if error else fut.set_result(None)
+                self._delete_released()
         finally:
             self._task = None
-        self.synced = upto
-        self._delete_released()
 
     def _write(self, batch: list[tuple[int, int, tuple[bytes, ...]]]) -> None:
         """Worker thread: write the frames at their offsets, sync, close finished ones."""
