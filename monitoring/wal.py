@@ -187,10 +187,10 @@ class WriteAheadLog:
                 try:
                     await asyncio.to_thread(self._write, batch)
                     self.syncs += 1
-                except OSError as e:
+                except Exception as e:  # a disk error, or a bug: both are a 503, not a hang
                     # Those records may be torn on disk: start a fresh segment, and keep
                     # no segment alive for them (their senders are told 503 and resend).
-                    error = e
+                    error = e if isinstance(e, OSError) else OSError(f"write failed: {e!r}")
                     self._cur, self._cur_bytes = self._cur + 1, 0
                     for seg, _, _ in batch:
                         self.release(seg)

@@ -242,3 +242,18 @@ def test_bodies_in_flight_are_bounded_in_bytes(tmp_path: Path) -> None:
     assert call(json.dumps(REQUEST_BODY).encode()) == 200 and c.inflight_bytes == 0
     assert call(b"x" * (17 << 20)) == 413  # one body over 16 MiB, whatever the bound
     assert c.metrics.rejected.labels("busy")._value.get() == 1
+
+
+def test_a_failed_log_write_is_a_503_and_nothing_of_it_is_kept(
+    c: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(batch: list) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(c.wal, "_write", full_disk)
+    status, out = post(c, REQ, "d", REQUEST_BODY)
+    assert status == 503 and "No space left" in out["error"]  # the sender retries
+    assert not c.pairer.pending and c.wal.unreleased() == 0
+    monkeypatch.undo()
+    good_pair(c, "after")  # the disk is back: so is the collector
+    assert run(c.flush()).rows == 1
