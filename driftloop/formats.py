@@ -409,17 +409,14 @@ LABEL_FIELDS: dict[str, str] = {
     "label_time": "timestamp",
     "received_at": "timestamp",
 }
-# Half of a logged inference that did not meet its other half in a collector's memory
-# (KServe's logger posts the halves separately and a Service spreads them over replicas;
-# or one half outlived the collector's TTL). Stored raw; ``read_logs`` pairs the halves
-# by request id and decodes them exactly as the collector would have.
+# A half of a logged inference that met no other half in a collector (KServe's logger
+# posts them apart, a Service spreads them over replicas; or the TTL ran out), stored raw;
+# ``read_logs`` pairs halves by request id and decodes them as the collector would have.
 HALF_FIELDS: dict[str, str] = {
     "request_id": "string",
     "kind": "string",  # request | response
     "received_at": "timestamp",
-    # A request's event time (as decoding computes it: the partition date); null for a
-    # response, whose request decides the event time.
-    "event_time": "timestamp",
+    "event_time": "timestamp",  # a request's (its partition date); a response: null
     "ce_time": "string",
     "inference_service": "string",  # = the model: the collector admits no other service
     "namespace": "string",
@@ -429,12 +426,10 @@ HALF_FIELDS: dict[str, str] = {
     "rows": "int64",  # a request: its instances
     "body": "binary",  # the JSON payload as received
 }
-HALF_KINDS = ("request", "response")
 ENDPOINTS = ("default", "canary")
 MAX_ID_LENGTH = 256  # a request id (ce-id, x-request-id): a UUID is 36
-# How far into the future (of its receipt) a label's ``time`` may be: clock skew between
-# the label producer and the collector, not more. A later time would let one label win the
-# join (latest label time) over every correction that follows, for as long as it claims.
+# How far past its receipt a label's ``time`` may be: clock skew, no more. A later time
+# would let one label win the join (latest time) over every correction for that long.
 MAX_LABEL_SKEW = timedelta(minutes=5)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -445,8 +440,7 @@ def valid_name(name: object) -> bool:
 
 
 class LabelRow(_Format):
-    """One posted label (``POST /labels``), before it is stored as LABEL_FIELDS. Every
-    value fits its Parquet column (``driftloop.values``): nothing accepted fails to write."""
+    """One posted label (``POST /labels``); every value fits its LABEL_FIELDS column."""
 
     request_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     row: int = Field(0, ge=0, le=values.INT64_MAX)
@@ -456,9 +450,9 @@ class LabelRow(_Format):
     @field_validator("label", mode="before")
     @classmethod
     def _number_or_text(cls, v: object) -> object:
-        if isinstance(v, str):
-            return v
-        return values.number(v)  # ValueError for bools, non-numbers and non-finite numbers
+        if not isinstance(v, str):
+            values.number(v)  # ValueError for bools, non-numbers and non-finite numbers
+        return v  # 3 stays 3 (its text is "3", as a class label's would be)
 
     @field_validator("time", mode="before")
     @classmethod
@@ -480,13 +474,12 @@ def log_key(model: str, version: int, endpoint: str, day: date) -> str:
     return f"{log_prefix(model, version, endpoint)}/{leaf}"
 
 
-def halves_prefix(service: str, kind: str | None = None) -> str:
+def halves_prefix(service: str, kind: str | None = None) -> str:  # kind: request|response
     return f"logs/{service}/halves" + (f"/{kind}" if kind else "")
 
 
 def half_key(service: str, kind: str, day: date) -> str:
-    """``kind`` request: ``day`` is the event date (windows select by it); response: the
-    receive date (a response arrives within moments of its request)."""
+    """``day``: a request's event date (windows select by it), a response's receive date."""
     return f"{halves_prefix(service, kind)}/date={day.isoformat()}/{uuid.uuid4().hex}.parquet"
 
 

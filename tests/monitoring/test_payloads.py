@@ -123,6 +123,7 @@ def test_label_times_are_bounded_and_the_later_one_wins(store: Store) -> None:
     write_labels(store, "m", [{**ok, "label": 4, "time": "2024-01-05"}], now + pd.Timedelta(1, "h"))
     joined = join_labels(read_logs(store, "m"), read_labels(store, "m"))
     assert joined.set_index("row").loc[0, "actual_value"] == 3
+    assert joined.set_index("row").loc[0, "actual"] == "3"  # an int label's text: "3"
 
 
 def test_read_logs_pairs_stored_halves_and_drops_copies(tmp_path) -> None:
