@@ -115,7 +115,7 @@ class PayloadEmitter:
         # One item is a request/response pair and its size: both halves or neither.
         self._buf: deque[tuple[dict, dict, int]] = deque()
         self._bytes = 0
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # not an RLock: cheaper per emit
         self._closing = False
         self._deadline = math.inf
         self._client = httpx.Client(timeout=httpx.Timeout(config.timeout_s, connect=0.5))
