@@ -219,17 +219,18 @@ class Collector(AsgiApp):
         if self.pairer.add(rid, ev) and self._wake is not None:
             self._wake.set()
 
-    def refuse(self, status: int, reason: str, message: str) -> Reply:
-        self.metrics.invalid.inc()
+    def refuse(self, status: int, reason: str, message: str, event: bool = True) -> Reply:
+        if event:
+            self.metrics.invalid.inc()
         self.metrics.rejected.labels(reason).inc()
         return error_reply(status, message)
 
-    # -- ASGI -----------------------------------------------------------------------------
+    # -- labels ---------------------------------------------------------------------------
     async def post_labels(self, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Reply:
         from datetime import timedelta
 
         if denied := self.auth.check(scan_headers(headers)[1], binary_event=False):
-            return self.refuse(denied, "unauthorized", AUTH_MESSAGES[denied])
+            return self.refuse(denied, "unauthorized", AUTH_MESSAGES[denied], event=False)
         try:
             doc = orjson.loads(body)
             if (
@@ -240,13 +241,14 @@ class Collector(AsgiApp):
                 raise DataError('expected {"model": str, "labels": [...]}')
             model = doc["model"]
             if not (await self.admission.admit([(model, 0)]))[(model, 0)]:
-                return self.refuse(422, "unregistered", f"model {model!r} is not registered")
+                msg = f"model {model!r} is not registered"
+                return self.refuse(422, "unregistered", msg, event=False)
             skew = timedelta(seconds=self.cfg.max_label_skew_s)
             keys = await asyncio.to_thread(
                 write_labels, self.store, model, doc["labels"], max_skew=skew
             )
         except (orjson.JSONDecodeError, DataError) as e:
-            return self.refuse(400, "malformed", str(e))
+            return self.refuse(400, "malformed", str(e), event=False)
         except StoreError as e:
             self.metrics.flush_errors.inc()
             return error_reply(503, f"store unavailable, retry: {e}")
