@@ -14,6 +14,8 @@ Layout (``models/<model>/...``, ``logs/...``, ``labels/...``, ``monitoring/<mode
         <family files>              e.g. model.safetensors, preprocessor.json (the family's)
     models/<m>/aliases.json         Aliases: production and previous, one atomic object
     logs/<m>/v<n>/<endpoint>/date=YYYY-MM-DD/<uuid>.parquet    LOG_FIELDS (payloads.py)
+    logs/<m>/halves/request/date=<event date>/<uuid>.parquet   HALF_FIELDS: unpaired halves,
+    logs/<m>/halves/response/date=<receive date>/<uuid>.parquet   paired when logs are read
     labels/<m>/date=YYYY-MM-DD/<uuid>.parquet                 LABEL_FIELDS
     monitoring/<m>/windows/<endpoint>-<start>-<end>/summary.json   WindowRecord
     monitoring/<m>/triggers/<id>.json                              TriggerRecord
@@ -31,7 +33,7 @@ from __future__ import annotations
 import posixpath
 import re
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -46,6 +48,7 @@ from pydantic import (
     field_validator,
 )
 
+from driftloop import values
 from driftloop.errors import IntegrityError
 
 # Families of versions written before the registry recorded one: the only one there was.
@@ -512,23 +515,55 @@ LABEL_FIELDS: dict[str, str] = {
     "label_time": "timestamp",
     "received_at": "timestamp",
 }
+# A half of a logged inference that met no other half in a collector (KServe's logger
+# posts them apart, a Service spreads them over replicas; or the TTL ran out), stored raw;
+# ``read_logs`` pairs halves by request id and decodes them as the collector would have.
+HALF_FIELDS: dict[str, str] = {
+    "request_id": "string",
+    "kind": "string",  # request | response
+    "received_at": "timestamp",
+    "event_time": "timestamp",  # a request's (its partition date); a response: null
+    "ce_time": "string",
+    "inference_service": "string",  # = the model: the collector admits no other service
+    "namespace": "string",
+    "endpoint": "string",
+    "model": "string",  # a response: the model it names; a request: its service
+    "version": "int64",  # a response: the version that answered; a request: 0
+    "rows": "int64",  # a request: its instances
+    "body": "binary",  # the JSON payload as received
+}
 ENDPOINTS = ("default", "canary")
+MAX_ID_LENGTH = 256  # a request id (ce-id, x-request-id): a UUID is 36
+# How far past its receipt a label's ``time`` may be: clock skew, no more. A later time
+# would let one label win the join (latest time) over every correction for that long.
+MAX_LABEL_SKEW = timedelta(minutes=5)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def valid_name(name: object) -> bool:
+    """Model, service and endpoint names become key segments: a safe alphabet only."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
 class LabelRow(_Format):
-    """One posted label (``POST /labels``), before it is stored as LABEL_FIELDS."""
+    """One posted label (``POST /labels``); every value fits its LABEL_FIELDS column."""
 
-    request_id: str = Field(min_length=1)
-    row: int = Field(0, ge=0)
+    request_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    row: int = Field(0, ge=0, le=values.INT64_MAX)
     label: int | float | str
-    time: datetime | None = None  # when the truth became known; default: receipt
+    time: datetime | None = None  # when the truth became known (naive UTC); default: receipt
 
     @field_validator("label", mode="before")
     @classmethod
     def _number_or_text(cls, v: object) -> object:
-        if isinstance(v, bool) or not isinstance(v, int | float | str):
-            raise ValueError("must be a number or a string")
-        return v
+        if not isinstance(v, str):
+            values.number(v)  # ValueError for bools, non-numbers and non-finite numbers
+        return v  # 3 stays 3 (its text is "3", as a class label's would be)
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _utc(cls, v: object) -> object:
+        return None if v is None else values.timestamp(v)
 
 
 def log_prefix(model: str, version: int | None = None, endpoint: str | None = None) -> str:
@@ -543,6 +578,15 @@ def log_prefix(model: str, version: int | None = None, endpoint: str | None = No
 def log_key(model: str, version: int, endpoint: str, day: date) -> str:
     leaf = f"date={day.isoformat()}/{uuid.uuid4().hex}.parquet"
     return f"{log_prefix(model, version, endpoint)}/{leaf}"
+
+
+def halves_prefix(service: str, kind: str | None = None) -> str:  # kind: request|response
+    return f"logs/{service}/halves" + (f"/{kind}" if kind else "")
+
+
+def half_key(service: str, kind: str, day: date) -> str:
+    """``day``: a request's event date (windows select by it), a response's receive date."""
+    return f"{halves_prefix(service, kind)}/date={day.isoformat()}/{uuid.uuid4().hex}.parquet"
 
 
 def labels_prefix(model: str) -> str:

@@ -10,6 +10,10 @@ In the cluster that Secret is mounted as a read-only volume and ``DRIFTLOOP_SECR
 points at it: each file is named after a setting's environment name (``AWS_ACCESS_KEY_ID``,
 ``DRIFTLOOP_S3_SECRET_KEY``, ...; case-insensitive) and holds its value, so credentials
 never sit in the process environment. On a laptop, environment variables keep working.
+
+``COLLECTOR_TOKEN`` is the bearer token the payload collector requires on event and label
+posts and the predictor's emitter sends; in a pod it is a file mounted from a Secret,
+named by ``COLLECTOR_TOKEN_FILE`` (or the ``--token-file`` / ``--logger-token-file`` flags).
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -58,6 +69,20 @@ class Settings(BaseSettings):
     # The KFP user namespace runs are created in. driftloop's manifests put serving,
     # monitoring and the pipeline pods in one namespace, "driftloop" (docs/cluster.md).
     kfp_namespace: str = "driftloop"
+    # The collector's bearer token (POST / and /labels; the predictor's emitter sends it).
+    # None: the collector accepts anyone who can reach it, with a warning (local use).
+    collector_token: SecretStr | None = None
+    collector_token_file: str | None = None  # a file holding it, e.g. a mounted Secret key
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> Settings:
+        if self.collector_token_file:
+            if self.collector_token is not None:
+                raise ValueError("set collector_token or collector_token_file, not both")
+            self.collector_token = read_token(self.collector_token_file)
+        elif self.collector_token is not None and not self.collector_token.get_secret_value():
+            raise ValueError("collector_token is empty")
+        return self
 
     @field_validator("store_uri")
     @classmethod
@@ -106,10 +131,25 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return read_yaml_mapping(path, "config file")
 
 
+def read_token(path: str | Path) -> SecretStr:
+    """A bearer token from a file (surrounding whitespace stripped); ValueError if the
+    file is missing or holds none."""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read the token file {path}: {e.strerror or e}") from None
+    if not token:
+        raise ValueError(f"the token file {path} is empty")
+    return SecretStr(token)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the process's settings; a bad value becomes one ConfigError naming it."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
         loc, msg = field_error(e)
-        raise ConfigError(f"invalid setting {'.'.join(map(str, loc))}: {msg}") from e
+        name = ".".join(map(str, loc))
+        raise ConfigError(
+            f"invalid setting {name}: {msg}" if name else f"invalid settings: {msg}"
+        ) from e

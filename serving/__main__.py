@@ -2,7 +2,8 @@
 
     python -m serving --model_dir /mnt/models --model_name bike-sharing --http_port 8080 \
         [--grpc_port 8081] [--grpc_host 0.0.0.0] [--enable_grpc true] \
-        [--enable_repository_api false] [--logger_url http://collector/] \
+        [--enable_repository_api false] \
+        [--logger_url http://collector/ --logger_token_file /secrets/collector/token] \
         [--max_batch_rows 1000] [--torch_threads 1]
 
 ``--model_dir`` is a registry version directory (the InferenceService ``storageUri``,
@@ -64,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="send KServe-style payload CloudEvents here (the collector)",
     )
     p.add_argument(
+        "--logger_token_file",
+        default=None,
+        help="file holding the collector's bearer token (default: the collector_token "
+        "setting, $DRIFTLOOP_COLLECTOR_TOKEN[_FILE])",
+    )
+    p.add_argument(
         "--inference_service", default=None, help="ce-inferenceservicename (default: --model_name)"
     )
     p.add_argument("--namespace", default="default", help="ce-namespace")
@@ -80,11 +87,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from serving.artifacts import load_dir
     from serving.model import Predictor
-    from serving.payload_log import emitter_for
+    from serving.payload_log import emitter_for, logger_token
 
     torch.set_num_threads(args.torch_threads)
     service = args.inference_service or args.model_name
-    emitter = emitter_for(args.logger_url, args.model_name, service, args.namespace, args.endpoint)
+    token = logger_token(args.logger_token_file, settings) if args.logger_url else None
+    emitter = emitter_for(
+        args.logger_url, args.model_name, service, args.namespace, args.endpoint, token
+    )
     model_dir = Path(args.model_dir)
     predictor = Predictor(
         args.model_name, lambda: load_dir(model_dir), args.max_batch_rows, emitter

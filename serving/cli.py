@@ -2,7 +2,8 @@
 
     driftloop serve --model bike-sharing                 # production alias, hot-swapped
     driftloop serve --model bike-sharing --version 3     # pinned: no swapping
-    driftloop serve --model bike-sharing --logger-url http://127.0.0.1:8090/ --port 8080
+    driftloop serve --model bike-sharing --logger-url http://127.0.0.1:8090/ --port 8080 \
+        [--logger-token-file token.txt]
     driftloop serve --model bike-sharing --grpc-port 8081  # and the OIP over gRPC
 
 Binds 127.0.0.1 unless ``--host`` says otherwise (REST and gRPC alike). Ctrl-C stops it.
@@ -46,6 +47,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="allow model load/unload over HTTP and gRPC (off: a 403 / PERMISSION_DENIED)",
     )
     s.add_argument("--logger-url", help="send KServe-style payload CloudEvents to this URL")
+    s.add_argument(
+        "--logger-token-file",
+        help="file holding the collector's bearer token (default: the collector_token "
+        "setting, $DRIFTLOOP_COLLECTOR_TOKEN[_FILE])",
+    )
     s.add_argument("--endpoint", default="default", choices=ENDPOINTS)
     s.add_argument(
         "--watch-interval",
@@ -68,7 +74,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from serving.artifacts import load_from_registry
     from serving.model import Predictor
-    from serving.payload_log import emitter_for
+    from serving.payload_log import emitter_for, logger_token
     from serving.server import LocalServer
     from serving.watch import AliasWatcher
 
@@ -76,7 +82,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry(open_store(settings))
     name = args.model or _only_model(registry)
     alias = None if args.version else args.alias
-    emitter = emitter_for(args.logger_url, name, name, "local", args.endpoint)
+    token = logger_token(args.logger_token_file, settings) if args.logger_url else None
+    emitter = emitter_for(args.logger_url, name, name, "local", args.endpoint, token)
     predictor = Predictor(
         # Resolved on every load: a model loaded again after an unload is the alias's now.
         name,

@@ -13,7 +13,6 @@ anything else for bad input: kserve turns any other exception into a 500.
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from kserve.errors import InvalidInput
 
 from driftloop.formats import FeatureSchema, TabularSchema
 from driftloop.preprocess import Columns
+from driftloop.values import category, number, show, timestamp
 
 NUMERIC_TYPES = frozenset(
     {
@@ -47,17 +47,10 @@ def _numeric(f: FeatureSchema, values: list) -> np.ndarray:
         if v is _MISSING:
             out[i] = np.nan
             continue
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise InvalidInput(
-                f"field {f.name!r}: expected a number, got {type(v).__name__} {_show(v)}"
-            )
         try:
-            x = float(v)
-        except OverflowError:
-            x = math.inf
-        if not math.isfinite(x):
-            raise InvalidInput(f"field {f.name!r}: {_show(v)} is not a finite number")
-        out[i] = x
+            out[i] = number(v)  # the collector checks logged values with the same rule
+        except ValueError as e:
+            raise InvalidInput(f"field {f.name!r}: {e}") from None
     return out
 
 
@@ -67,21 +60,10 @@ def _categorical(f: FeatureSchema, values: list, reject_unknown: bool) -> list[s
         if v is _MISSING:
             out.append(None)
             continue
-        if isinstance(v, str):
-            s = v
-        elif isinstance(v, bytes):
-            try:
-                s = v.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput(f"field {f.name!r}: bytes are not UTF-8") from None
-        elif isinstance(v, int) and not isinstance(v, bool):
-            s = str(v)  # categories compare as strings: 3 and "3" are the same
-        elif isinstance(v, float) and math.isfinite(v):
-            s = str(int(v)) if v.is_integer() else str(v)
-        else:
-            raise InvalidInput(
-                f"field {f.name!r}: expected a string category, got {type(v).__name__} {_show(v)}"
-            )
+        try:
+            s = category(v)  # categories compare as strings: 3, 3.0 and "3" are the same
+        except ValueError as e:
+            raise InvalidInput(f"field {f.name!r}: {e}") from None
         if reject_unknown and s not in f.category_set:
             known = sorted(f.category_set)
             raise InvalidInput(
@@ -92,9 +74,7 @@ def _categorical(f: FeatureSchema, values: list, reject_unknown: bool) -> list[s
     return out
 
 
-def _show(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
+_show = show
 
 
 def to_columns(columns: dict[str, list], schema: TabularSchema) -> Columns:
@@ -172,12 +152,14 @@ def decode_v1(body: Any, schema: TabularSchema, max_rows: int) -> Columns:
 
 
 def check_timestamp(value: Any) -> None:
+    """The event time a request may carry; the collector logs it, so both check it with
+    ``driftloop.values.timestamp`` (ISO 8601, years 1..9999 once converted to UTC)."""
     if not isinstance(value, str):
         raise InvalidInput('field "timestamp": expected an ISO 8601 string')
     try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f'field "timestamp": {_show(value)} is not ISO 8601') from None
+        timestamp(value)
+    except ValueError as e:
+        raise InvalidInput(f'field "timestamp": {e}') from None
 
 
 def v1_response(

@@ -79,3 +79,22 @@ def test_secrets_dir_is_off_by_default_and_must_exist_when_set(monkeypatch, tmp_
     monkeypatch.setenv("DRIFTLOOP_SECRETS_DIR", str(tmp_path / "not-mounted"))
     with pytest.raises(ConfigError, match="DRIFTLOOP_SECRETS_DIR .*not-mounted.* not a directory"):
         load_settings()
+
+
+def test_collector_token_from_env_or_a_file(monkeypatch, tmp_path):
+    for k in ("DRIFTLOOP_COLLECTOR_TOKEN", "DRIFTLOOP_COLLECTOR_TOKEN_FILE", "DRIFTLOOP_CONFIG"):
+        monkeypatch.delenv(k, raising=False)
+    assert load_settings().collector_token is None  # no token: the collector runs open
+    monkeypatch.setenv("DRIFTLOOP_COLLECTOR_TOKEN", "from-env")
+    s = load_settings()
+    assert s.collector_token.get_secret_value() == "from-env" and "from-env" not in repr(s)
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")  # a mounted Secret key, trailing newline and all
+    monkeypatch.setenv("DRIFTLOOP_COLLECTOR_TOKEN_FILE", str(secret))
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings()
+    monkeypatch.delenv("DRIFTLOOP_COLLECTOR_TOKEN")
+    assert load_settings().collector_token.get_secret_value() == "from-file"
+    secret.write_text("  \n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_settings()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -70,12 +73,21 @@ def v1_pair(rid: str, n: int = 1, model: str = "bike", version: str = "1") -> tu
     return req, resp
 
 
-def register_fake(store: Store, tmp: Path, model: str = "bike") -> VersionRef:
-    """A committed version that only has a schema.json: enough for the collector."""
+def register_fake(store: Store, tmp: Path, model: str = "bike", versions: int = 1) -> VersionRef:
+    """Committed versions that only have a schema.json: enough for the collector, which
+    logs registered models only."""
     src = tmp / f"{model}-version"
     src.mkdir(parents=True, exist_ok=True)
     (src / VersionFiles.SCHEMA).write_bytes(SCHEMA.model_copy(update={"model": model}).dump())
-    return Registry(store).register(model, src, Lineage(run_id="test fake"), "tabular-torch")
+    registry = Registry(store)
+    for _ in range(versions):
+        ref = registry.register(model, src, Lineage(run_id="test fake"), "tabular-torch")
+    return ref
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Drive one of the collector's coroutines from a synchronous test."""
+    return asyncio.run(coro)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -94,10 +106,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class Running:
     """A collector subprocess on 127.0.0.1 and an HTTP client for it."""
 
-    def __init__(self, proc: subprocess.Popen, port: int) -> None:
-        self.proc, self.port = proc, port
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        self.stderr = ""
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def send(self, ce_type: str, rid: str, body: object, **h: str) -> httpx.Response:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -125,26 +140,41 @@ class Running:
         """SIGTERM, as Kubernetes does; returns the exit code."""
         self.http.close()
         self.proc.send_signal(signal.SIGTERM)
-        _, self.stderr = self.proc.communicate(timeout=30)
-        return self.proc.returncode
+        return self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, an OOM kill; nothing gets to run."""
+        self.http.close()
+        self.proc.kill()
+        self.proc.wait(timeout=30)
 
 
 @contextmanager
-def collector(settings: Settings, *args: str) -> Iterator[Running]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monitoring.collector", "--port", str(port), *args],
-        env={**os.environ, **settings_env(settings)},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    running = Running(proc, port)
+def collector(
+    settings: Settings,
+    *args: str,
+    data_dir: Path | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Running]:
+    """A collector subprocess; its write-ahead log in ``data_dir`` (default: a fresh one)."""
+    port = port or free_port()
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="collector-test-"))
+    cmd = [sys.executable, "-m", "monitoring.collector", "--port", str(port), *args]
+    log = Path(tempfile.mkdtemp(prefix="collector-log-")) / "stderr.log"
+    with log.open("wb") as err:  # a file, not a pipe: a full pipe would block the server
+        proc = subprocess.Popen(
+            [*cmd, "--data-dir", str(data_dir)],
+            env={**os.environ, **settings_env(settings), **(env or {})},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    running = Running(proc, port, log)
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert proc.poll() is None, proc.communicate()[1]
+            assert proc.poll() is None, running.stderr
             try:
                 if running.http.get("/healthz").status_code == 200:
                     break
@@ -156,4 +186,4 @@ def collector(settings: Settings, *args: str) -> Iterator[Running]:
         running.http.close()
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()

@@ -12,21 +12,24 @@ from driftloop.payloads import read_logs
 from driftloop.store import LocalStore, Store
 from monitoring.buffer import CollectorConfig
 from monitoring.collector import Collector
-from tests.monitoring.helpers import REQ, RESP, as_asgi, headers, register_fake, v1_pair
+from tests.monitoring.helpers import REQ, RESP, as_asgi, headers, register_fake, run, v1_pair
 
 
 def post(c: Collector, ce_type: str, rid: str, body: object, **h: str) -> tuple[int, bytes]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return c.receive_event(as_asgi(headers(ce_type, rid, **h)), raw)
+    return run(c.post_events(as_asgi(headers(ce_type, rid, **h)), raw))
 
 
 def flush(c: Collector) -> int:
-    return c.writer.write(c.pairer.take())
+    return run(c.flush()).rows
 
 
 @pytest.mark.parametrize("response_first", [False, True])
-def test_request_and_response_pair_in_either_order(store: Store, response_first: bool) -> None:
-    c = Collector(store)
+def test_request_and_response_pair_in_either_order(
+    store: Store, response_first: bool, tmp_path: Path
+) -> None:
+    register_fake(store, tmp_path)
+    c = Collector(store, data_dir=tmp_path / "data")
     req, resp = v1_pair("r1", n=2)
     halves = [(REQ, req), (RESP, resp)]
     (t1, b1), (t2, b2) = halves[::-1] if response_first else halves
@@ -44,7 +47,7 @@ def test_request_and_response_pair_in_either_order(store: Store, response_first:
 def test_list_instances_use_the_registry_schema_order(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     register_fake(store, tmp_path)
-    c = Collector(store)
+    c = Collector(store, data_dir=tmp_path / "data")
     req = {"instances": [[12.5, "winter"], [3, 4]], "timestamp": "2024-02-03T04:05:06+01:00"}
     post(c, REQ, "a", req)
     post(c, RESP, "a", {"predictions": [1.0, 2.0], "model_name": "bike", "model_version": "1"})
@@ -58,7 +61,7 @@ def test_list_instances_use_the_registry_schema_order(tmp_path: Path) -> None:
 def test_v2_tensors_and_classification_outputs(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     register_fake(store, tmp_path)
-    c = Collector(store)
+    c = Collector(store, data_dir=tmp_path / "data")
     per_feature = {
         "id": "x",
         "inputs": [
@@ -116,25 +119,34 @@ def test_v2_tensors_and_classification_outputs(tmp_path: Path) -> None:
 def test_malformed_events_are_400_and_counted(
     tmp_path: Path, hdr: dict, body: bytes, error: str
 ) -> None:
-    c = Collector(LocalStore(tmp_path))
-    status, out = c.receive_event(as_asgi(headers(REQ, "r", **hdr)), body)
+    c = Collector(LocalStore(tmp_path / "store"), data_dir=tmp_path / "data")
+    status, out = run(c.post_events(as_asgi(headers(REQ, "r", **hdr)), body))
     assert status == 400 and error in json.loads(out)["error"] and b"\n" not in out
-    assert c.metrics.dropped.labels("malformed")._value.get() == 1
-    assert not c.pairer.pending
+    assert c.metrics.rejected.labels("malformed")._value.get() == 1
+    assert not c.pairer.pending and c.wal.appended == 0  # nothing of it was kept
 
 
-def test_unpaired_halves_expire_and_are_capped(tmp_path: Path) -> None:
-    c = Collector(LocalStore(tmp_path), CollectorConfig(max_unpaired=2, unpaired_ttl_s=60))
-    for rid in "abc":
-        post(c, REQ, rid, {"instances": [{"temp": 1}]})
-    assert list(c.pairer.pending) == ["b", "c"]  # the oldest was evicted...
-    assert c.metrics.unpaired._value.get() == 1  # ...and counted
-    c.pairer.expire(now=c.pairer.pending["c"].received + 61)
-    assert not c.pairer.pending and c.metrics.unpaired._value.get() == 3
+def test_unpaired_halves_expire_into_half_records_that_pair_when_read(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    register_fake(store, tmp_path)
+    c = Collector(store, CollectorConfig(unpaired_ttl_s=60), data_dir=tmp_path / "data")
+    for rid in "ab":
+        post(c, REQ, rid, {"instances": [{"temp": 1.0, "season": "x"}]})
+    c.pairer.expire(now=c.pairer.pending["b"].received + 61)
+    assert not c.pairer.pending and c.metrics.unpaired._value.get() == 2
+    assert run(c.flush()).halves == 2  # stored unpaired, not dropped
+    for rid in "ab":  # the responses come late (or to another replica)
+        post(c, RESP, rid, {"predictions": [5.0], "model_name": "bike", "model_version": "1"})
+    run(c.stop())
+    df = read_logs(store, "bike", 1, "default")
+    assert sorted(df["request_id"]) == ["a", "b"] and df["prediction"].tolist() == [5.0, 5.0]
+    assert df["temp"].tolist() == [1.0, 1.0]  # decoded with the version's schema
 
 
-def test_size_trigger_and_buffer_cap(tmp_path: Path) -> None:
-    c = Collector(LocalStore(tmp_path), CollectorConfig(batch_rows=3, max_buffered_rows=4))
+def test_size_trigger(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    register_fake(store, tmp_path)
+    c = Collector(store, CollectorConfig(batch_rows=3), data_dir=tmp_path / "data")
     req, resp = v1_pair("x", n=2)
     post(c, REQ, "1", req)
     post(c, RESP, "1", resp)
@@ -142,10 +154,6 @@ def test_size_trigger_and_buffer_cap(tmp_path: Path) -> None:
     post(c, REQ, "2", req)
     post(c, RESP, "2", resp)
     assert c.pairer.due()  # 4 rows: a size flush is due
-    post(c, REQ, "3", req)
-    post(c, RESP, "3", resp)  # 6 rows > cap 4: the oldest pair is dropped and counted
-    assert c.pairer.ready_rows == 4
-    assert c.metrics.dropped.labels("overflow")._value.get() == 2
 
 
 class FlakyStore(LocalStore):
@@ -159,16 +167,21 @@ class FlakyStore(LocalStore):
         super().put(key, data)
 
 
-def test_store_outage_keeps_the_batch_and_retries(tmp_path: Path) -> None:
+def test_store_outage_keeps_the_batch_retries_and_pushes_back(tmp_path: Path) -> None:
     store = FlakyStore(tmp_path / "store")
-    c = Collector(store, CollectorConfig(shutdown_retry_s=0))
+    register_fake(store, tmp_path)
+    cfg = CollectorConfig(shutdown_retry_s=0, max_buffered_bytes=3_000)
+    c = Collector(store, cfg, data_dir=tmp_path / "data")
     for rid in ("a", "b"):
         req, resp = v1_pair(rid)
-        post(c, REQ, rid, req)
-        post(c, RESP, rid, resp)
-    assert flush(c) == 0  # no crash: the rows wait in memory
+        assert post(c, REQ, rid, req)[0] == post(c, RESP, rid, resp)[0] == 200
+    assert flush(c) == 0  # no crash: the rows wait in memory (and in the log)
     assert c.metrics.flush_errors._value.get() == 1 and c.writer.backlog_rows() == 2
-    assert read_logs(store, "bike").empty
+    assert read_logs(store, "bike").empty and c.wal.unreleased() == 4
+    status, out = post(c, REQ, "c", v1_pair("c")[0])  # memory bound: refused, not dropped
+    assert status == 503 and "retry" in json.loads(out)["error"]
     store.down = False
     assert flush(c) == 2  # the next flush writes the kept batch
     assert len(read_logs(store, "bike")) == 2 and c.writer.backlog_rows() == 0
+    assert c.wal.unreleased() == 0
+    assert post(c, REQ, "c", v1_pair("c")[0])[0] == 200

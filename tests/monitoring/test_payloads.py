@@ -108,3 +108,53 @@ def test_write_labels_rejects_bad_entries_and_writes_nothing(
     with pytest.raises(DataError, match=error):
         write_labels(store, "m", [{"request_id": "ok", "label": 1}, label])
     assert store.list("labels") == []
+
+
+def test_label_times_are_bounded_and_the_later_one_wins(store: Store) -> None:
+    write_day(store, "2024-01-01", "a")
+    now = datetime(2024, 1, 10, 12, 0)
+    with pytest.raises(DataError, match=r"labels\[0\].time: .* in the future"):
+        write_labels(store, "m", [{"request_id": "a", "label": 9, "time": "9999-12-31"}], now)
+    ok = {"request_id": "a", "label": 2, "time": "2024-01-10T12:04:00Z"}  # within 5 min
+    write_labels(store, "m", [ok], now)
+    # Same time, received later: the later receipt wins the tie.
+    write_labels(store, "m", [{**ok, "label": 3}], now + pd.Timedelta(seconds=1))
+    # Dated earlier (a backfill): it cannot displace a label with a later time.
+    write_labels(store, "m", [{**ok, "label": 4, "time": "2024-01-05"}], now + pd.Timedelta(1, "h"))
+    joined = join_labels(read_logs(store, "m"), read_labels(store, "m"))
+    assert joined.set_index("row").loc[0, "actual_value"] == 3
+    assert joined.set_index("row").loc[0, "actual"] == "3"  # an int label's text: "3"
+
+
+def test_read_logs_pairs_stored_halves_and_drops_copies(tmp_path) -> None:
+    """Halves the collectors stored unpaired are paired and decoded on read; a row logged
+    twice (a retry, a replay) is read once."""
+    from driftloop.decode import Event
+    from driftloop.store import LocalStore
+    from monitoring.buffer import BatchWriter, CollectorConfig, Metrics
+    from tests.monitoring.helpers import SCHEMA, register_fake
+
+    store = LocalStore(tmp_path / "store")
+    register_fake(store, tmp_path)
+    writer = BatchWriter(store, CollectorConfig(), Metrics(), lambda m, v: SCHEMA.kinds)
+
+    def ev(is_req: bool, body: bytes, received: float) -> Event:
+        e = Event(is_req, body, received, "2024-05-01T10:00:00Z", "bike", "ns", "default")
+        e.model, e.version, e.rows = "bike", 0 if is_req else 1, 1 if is_req else 0
+        return e
+
+    req = b'{"instances": [{"temp": 3, "season": 4}]}'  # typed by the schema when read
+    resp = b'{"predictions": [7.5], "model_name": "bike", "model_version": "1"}'
+    t = 1_714_557_600.0
+    writer.write([], [("h1", ev(True, req, t))])  # one replica had the request...
+    writer.write([], [("h1", ev(False, resp, t + 0.01)), ("h2", ev(True, req, t))])  # ...one not
+    writer.write([], [("h1", ev(True, req, t + 5))])  # a replayed copy
+    writer.write([("p", ev(True, req, t), ev(False, resp, t))], [])
+    writer.write([("p", ev(True, req, t + 9), ev(False, resp, t + 9))], [])  # a retried pair
+    df = read_logs(store, "bike", 1, "default", "2024-05-01", "2024-05-02")
+    assert sorted(df["request_id"]) == ["h1", "p"]  # h2 has no response (yet)
+    assert df["temp"].tolist() == [3.0, 3.0] and df["season"].tolist() == ["4", "4"]
+    assert df["prediction"].tolist() == [7.5, 7.5]
+    assert str(df.set_index("request_id").loc["p", "received_at"]) == "2024-05-01 10:00:00"
+    assert read_logs(store, "bike", 1, "canary").empty
+    assert read_logs(store, "bike", start="2024-05-02").empty

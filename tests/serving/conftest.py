@@ -100,9 +100,10 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 class Receiver:
-    """A fake collector: records every POST's headers and JSON body, answers 200."""
+    """A fake collector: records every POST's headers and JSON body, answers 200. It can
+    be stopped and started again on the same port (a collector restart)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.posts: list[tuple[dict, object]] = []
         posts = self.posts
 
@@ -117,13 +118,21 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self._handler, self._port = Handler, port
+        self.start()
+
+    def start(self) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler)
+        self._port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self._port}/"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def events(self) -> list[dict]:
+        return [e for _, batch in list(self.posts) for e in batch]  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

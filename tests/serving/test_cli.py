@@ -48,3 +48,24 @@ def test_container_flags() -> None:
     assert args.enable_repository_api is False
     args = p.parse_args(["--enable_repository_api", "true", "--grpc_host", "127.0.0.1"])
     assert args.enable_repository_api is True and args.grpc_host == "127.0.0.1"
+
+
+def test_logger_token_comes_from_the_flag_file_or_the_setting(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    from driftloop.errors import ConfigError
+    from driftloop.settings import load_settings
+    from serving.payload_log import logger_token
+
+    monkeypatch.delenv("DRIFTLOOP_COLLECTOR_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("DRIFTLOOP_COLLECTOR_TOKEN", "from-setting")
+    settings = load_settings()
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    args = build_parser().parse_args(
+        ["serve", "--logger-url", "http://c/", "--logger-token-file", str(token)]
+    )
+    assert logger_token(args.logger_token_file, settings) == "from-file"
+    assert logger_token(None, settings) == "from-setting"
+    with pytest.raises(ConfigError, match="cannot read the token file"):
+        logger_token(str(tmp_path / "missing"), settings)

@@ -1,17 +1,23 @@
-"""The predictor emits KServe-logger CloudEvents; a dead collector never breaks serving."""
+"""The predictor emits KServe-logger CloudEvents; a dead collector never breaks serving,
+a restarted one gets what was buffered meanwhile, and the buffer is bounded."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
 from prometheus_client import REGISTRY
 
+from driftloop.formats import Lineage, VersionFiles
 from driftloop.payloads import BATCH_CONTENT_TYPE, read_logs
+from driftloop.registry import Registry
 from driftloop.store import LocalStore
 from monitoring.collector import Collector
+from serving.payload_log import LoggerConfig, PayloadEmitter
 from tests.conftest import wait_for
+from tests.monitoring.helpers import run
 from tests.serving.conftest import Receiver, Trained, rows
 from tests.serving.test_server import v2_body
 
@@ -20,18 +26,59 @@ def metric(name: str, model: str) -> float:
     return REGISTRY.get_sample_value(name, {"model": model}) or 0.0
 
 
-def test_dead_collector_counts_failures_and_predictions_succeed(
+def test_dead_collector_is_retried_and_predictions_succeed(
     client: httpx.Client, bike: Trained
 ) -> None:
-    before = metric("driftloop_payload_events_failed_total", "bike-deadlog")
+    before = metric("driftloop_payload_events_retried_total", "bike-deadlog")
     for _ in range(3):
         r = client.post("/v1/models/bike-deadlog:predict", json={"instances": rows(bike, 2)})
         assert r.status_code == 200, r.text
     assert wait_for(
-        lambda: metric("driftloop_payload_events_failed_total", "bike-deadlog") >= before + 6
+        lambda: metric("driftloop_payload_events_retried_total", "bike-deadlog") >= before + 6
     )
     exposed = client.get("/metrics").text  # kserve serves prometheus' default registry
-    assert 'driftloop_payload_events_failed_total{model="bike-deadlog"}' in exposed
+    assert 'driftloop_payload_events_retried_total{model="bike-deadlog"}' in exposed
+    assert 'driftloop_payload_buffer_bytes{model="bike-deadlog"}' in exposed
+
+
+def test_the_emitter_retries_through_a_collector_restart() -> None:
+    receiver = Receiver()
+    config = LoggerConfig(
+        url=receiver.url, inference_service="m", timeout_s=0.5, max_backoff_s=0.3, token="tok"
+    )
+    emitter = PayloadEmitter(config, "restart-model")
+    try:
+        receiver.close()  # the collector restarts...
+        for i in range(20):
+            emitter.emit(f"x{i}", b'{"instances": [[1]]}', b'{"predictions": [1]}')
+        assert wait_for(lambda: metric("driftloop_payload_events_retried_total", "restart-model"))
+        assert emitter.buffered()[0] == 40 and not receiver.posts  # kept, not dropped
+        receiver.start()  # ...and is back on the same port
+        assert wait_for(lambda: len({e["id"] for e in receiver.events()}) == 20)
+        assert all(h["authorization"] == "Bearer tok" for h, _ in receiver.posts)
+        assert metric("driftloop_payload_events_sent_total", "restart-model") == 40
+        assert metric("driftloop_payload_events_dropped_total", "restart-model") == 0
+    finally:
+        emitter.close(timeout=1)
+        receiver.close()
+
+
+def test_the_retry_buffer_is_bounded_in_bytes_and_events() -> None:
+    dead = Receiver()
+    dead.close()
+    config = LoggerConfig(
+        url=dead.url, inference_service="m", max_buffer_bytes=10_000, max_buffer_events=100
+    )
+    emitter = PayloadEmitter(config, "bounded-model")
+    body = b'{"instances": [[%s]]}' % b",".join([b"1"] * 400)  # ~800 bytes
+    for i in range(60):
+        emitter.emit(f"b{i}", body, b'{"predictions": [1]}')
+        events, size = emitter.buffered()
+        assert events <= 100 and size <= 10_000
+    dropped = metric("driftloop_payload_events_dropped_total", "bounded-model")
+    assert dropped == 120 - emitter.buffered()[0] > 0  # what did not fit is counted
+    emitter.close(timeout=0.2)  # the collector never came back: the rest is counted too
+    assert metric("driftloop_payload_events_dropped_total", "bounded-model") == 120
 
 
 def test_events_arrive_paired_with_kserve_attributes(
@@ -77,12 +124,17 @@ def test_batches_are_what_the_collector_accepts(
         )
         assert r.status_code == 200
     assert wait_for(lambda: sum(len(b) for _, b in list(receiver.posts)) >= 6)  # type: ignore[arg-type]
-    store = LocalStore(tmp_path)
-    collector = Collector(store)
+    store = LocalStore(tmp_path / "store")
+    src = tmp_path / "version"  # the collector logs registered models only
+    src.mkdir()
+    shutil.copy(bike.dir / VersionFiles.SCHEMA, src / VersionFiles.SCHEMA)
+    Registry(store).register("bike-logged", src, Lineage(), "tabular-torch")
+    collector = Collector(store, data_dir=tmp_path / "data")
+    headers = [(b"content-type", BATCH_CONTENT_TYPE.encode())]
     for _, batch in receiver.posts:
-        status, out = collector.receive_batch(json.dumps(batch).encode())
-        assert status == 200, out
-    assert collector.writer.write(collector.pairer.take()) == 6
+        status, out = run(collector.post_events(headers, json.dumps(batch).encode()))
+        assert status == 200 and not json.loads(out)["rejected"], out
+    assert run(collector.flush()).rows == 6
     logged = read_logs(store, "bike-logged")
     assert sorted(logged["request_id"].unique()) == ["batch-0", "batch-1", "batch-2"]
     assert logged["prediction"].notna().all()
