@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from driftloop.datakinds.image import IMAGE
+from driftloop.decode import Event, decode_pair
 from driftloop.families.image_cnn import pixels
 from driftloop.formats import parse_schema
-from monitoring.decode import Event, decode_pair
 from tests.serving.conftest import Receiver, Trained
 
 
@@ -204,7 +204,8 @@ def test_the_log_keeps_embedding_and_statistics_not_pixels(
 
     # The collector decodes it as any V1 pair: one numeric column per logged input.
     def ev(body, is_req):
-        return Event(is_req, body, time.time(), None, "digits-logged", "ns", "default")
+        raw = json.dumps(body).encode()
+        return Event(is_req, raw, time.time(), None, "digits-logged", "ns", "default")
 
     _, rows = decode_pair("img-1", ev(req, True), ev(resp, False), schema.kinds)
     assert len(rows) == 2 and rows[0]["label"] == r.json()["predictions"][0]
