@@ -1,8 +1,16 @@
-"""The promotion gate: a challenger must earn its place.
+"""The promotion gate: does the challenger serve the recent past better than the champion?
 
-It passes when, on the same test window, it beats both baselines (the dumb model and the
-gradient-boosting reference) and, when a production model exists, the champion by at
-least ``margin`` (relative: 0.01 means 1 % better in the spec's metric).
+On the same test window (the most recent labelled slice of the training window):
+
+1. the **floor**: the challenger must beat the dumb baseline (predict the training mean or
+   the class prior) -- a model that cannot is broken, whatever the champion does;
+2. the **champion**: when a production version exists, the challenger must beat it by
+   ``margin`` (relative: 0.01 means 1 % better in the spec's metric).
+
+References (the gradient-boosting baseline) are reported beside the verdict, never
+required: the challenger is already the best of the candidates that competed by
+validation, so refusing it because a reference is better would keep a worse champion
+serving. The verdict's ``reasons`` say, with numbers, why it passed or not.
 """
 
 from __future__ import annotations
@@ -11,11 +19,17 @@ from dataclasses import dataclass, field
 
 from driftloop.metrics import better
 
+FLOOR = "dumb"  # the baseline no served model may fall below
+
 
 @dataclass(frozen=True)
 class GateDecision:
     passed: bool
     reasons: list[str] = field(default_factory=list)
+    metric: str = ""
+    challenger: float | None = None
+    champion: float | None = None  # None: no production version
+    floor: float | None = None
 
     @property
     def summary(self) -> str:
@@ -31,20 +45,31 @@ def decide(
 ) -> GateDecision:
     score = challenger[metric]
     reasons, passed = [], True
-    for name, m in sorted(baselines.items()):
-        ok = better(metric, score, m[metric])
+    floor = baselines.get(FLOOR, {}).get(metric)
+    if floor is not None:
+        ok = better(metric, score, floor)
         passed &= ok
         reasons.append(
-            f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} "
-            f"{name} baseline {m[metric]:.4g}"
+            f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} the floor, the "
+            f"{FLOOR} baseline {floor:.4g}"
         )
     if champion is not None:
         ok = better(metric, score, champion[metric], margin)
         passed &= ok
         reasons.append(
             f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} champion "
-            f"{champion[metric]:.4g} by margin {margin:.1%}"
+            f"v{champion.get('version', '?')} {champion[metric]:.4g} by margin {margin:.1%}"
         )
     else:
         reasons.append("no champion in production")
-    return GateDecision(bool(passed), reasons)
+    for name, m in sorted(baselines.items()):
+        if name != FLOOR and metric in m:
+            reasons.append(f"for reference, {name} baseline {m[metric]:.4g}")
+    return GateDecision(
+        bool(passed),
+        reasons,
+        metric,
+        float(score),
+        None if champion is None else float(champion[metric]),
+        None if floor is None else float(floor),
+    )
