@@ -5,6 +5,7 @@
     driftloop serve ...            (serving/cli.py)
     driftloop collector ...        (monitoring/cli.py)
     driftloop monitor run ...      (monitoring/cli.py)
+    driftloop backtest ...         (replay/backtest.py)
 
 The only module of the package that imports deployables: it dispatches to them. Settings
 are built once (``driftloop.entrypoint``) and passed down; every failure a user can act
@@ -36,10 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _model_commands(sub)
     # The deployables add their own subcommands.
     from monitoring.cli import add_commands as monitoring_commands
+    from replay.backtest import add_commands as backtest_commands
     from serving.cli import add_commands as serving_commands
 
     monitoring_commands(sub)
     serving_commands(sub)
+    backtest_commands(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from tests.toy import write_toy
 # Small, quick parameters per family: the contract is about behaviour, not accuracy.
 QUICK = {
     "tabular-torch": {"max_epochs": 15, "patience": 5, "hidden": 64, "layers": 2},
-    "tabular-lgbm": {"n_estimators": 200},
+    "tabular-lgbm": {"n_estimators": 200, "objective": "l2"},
     "image-cnn": {"max_epochs": 8, "patience": 4, "filters": 8, "embedding": 16},
 }
 TASKS = ("regression", "binary", "multiclass")

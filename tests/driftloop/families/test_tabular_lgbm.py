@@ -18,25 +18,41 @@ def toy(tmp_path_factory):
     return spec, split_by_time(load_window(spec, None, None), spec)
 
 
-def test_numeric_categories_are_coded_in_numeric_order():
+def test_numeric_categories_are_their_numbers_and_others_ordinal_codes():
     # The preprocessor indexes categories as sorted strings ("1", "10", "2"); trees split
-    # ranges, so hour 10 must come after hour 2, not before it.
+    # ranges, so hour 10 must come after hour 2, and an hour the window never saw (23)
+    # after 10, not into an unknown bucket.
+    import pandas as pd
+
+    from driftloop.families.tabular_lgbm import NUMERIC, matrix
+    from driftloop.preprocess import Preprocessor
+
     codes = ordinal_codes({"hr": ["0", "1", "10", "2"], "colour": ["red", "blue"]})
-    assert codes["hr"] == [0, 1, 2, 4, 3]  # index 0 (unknown) stays 0
-    assert codes["colour"] == [0, 2, 1]
+    assert codes["hr"] == NUMERIC
+    assert codes["colour"] == [0, 2, 1]  # index 0 (unknown) stays 0; blue < red
+    pre = Preprocessor(
+        task="regression",
+        numeric={},
+        categories={"hr": ["0", "1", "10", "2"], "colour": ["blue", "red"]},
+        target="y",
+    )
+    rows = pd.DataFrame({"hr": ["2", "10", "23", None], "colour": ["red", "blue", "green", "red"]})
+    x = matrix(pre, ordinal_codes(pre.categories), rows)
+    assert x[:3, 0].tolist() == [2.0, 10.0, 23.0] and np.isnan(x[3, 0])
+    assert x[:, 1].tolist() == [2.0, 1.0, 0.0, 2.0]
 
 
 def test_training_is_deterministic_and_stops_early(toy):
     spec, s = toy
-    a = FAMILY.train(s, spec, {"n_estimators": 2000})
-    b = FAMILY.train(s, spec, {"n_estimators": 2000})
+    a = FAMILY.train(s, spec, {"n_estimators": 2000, "early_stopping_rounds": 50})
+    b = FAMILY.train(s, spec, {"n_estimators": 2000, "early_stopping_rounds": 50})
     np.testing.assert_array_equal(
         a.model.predict(s.test)["value"], b.model.predict(s.test)["value"]
     )
     assert a.epochs < 2000  # early stopping on validation chose the number of trees
 
 
-def test_a_count_like_target_uses_the_poisson_loss(tmp_path):
+def test_count_objectives_fit_non_negative_targets(tmp_path):
     frame_spec = write_toy(tmp_path, log_target=True)
     spec = load_spec(frame_spec)
     import pandas as pd
@@ -44,7 +60,9 @@ def test_a_count_like_target_uses_the_poisson_loss(tmp_path):
     df = load_window(spec, None, None)
     df["y"] = np.round(np.exp(df["y"] / 4))  # non-negative counts
     s = split_by_time(df, spec)
-    model = FAMILY.train(s, spec, {}).model
+    assert FAMILY.train(s, spec, {}).model.loss == "l2"
+    assert FAMILY.train(s, spec, {"objective": "l2_log"}).model.loss == "l2_log"
+    model = FAMILY.train(s, spec, {"objective": "poisson"}).model
     assert model.loss == "poisson"
     assert (model.predict(s.test)["value"] > 0).all()
     assert model.predict(pd.DataFrame(s.test.head(3)))["value"].shape == (3,)
@@ -56,3 +74,11 @@ def test_recency_weights_halve_with_age(toy):
     age = (s.train["event_time"].max() - s.train["event_time"]).dt.total_seconds() / 86400
     np.testing.assert_allclose(weights, 0.5 ** (age / 2.0))
     assert FAMILY._weights(s.train, {"half_life_days": 0.0}) is None
+
+
+def test_a_count_objective_refuses_negative_targets(toy):
+    from driftloop.errors import ConfigError
+
+    spec, s = toy  # the toy regression target is centred on zero
+    with pytest.raises(ConfigError, match="poisson needs a non-negative target"):
+        FAMILY.train(s, spec, {"objective": "poisson"})

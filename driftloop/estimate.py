@@ -1,0 +1,209 @@
+"""Label-free performance estimation: how well is the model doing on traffic whose labels
+have not arrived yet?
+
+Two estimators, the methods of NannyML (Apache-2.0), written here rather than taken from
+the library: nannyml 0.13.1 pulls xgboost (and with it the CUDA NCCL wheel), kaleido,
+FLAML, gcsfs, s3fs and a usage-analytics client, pins lightgbm below 4.6, and would
+downgrade boto3 — too heavy for a model server's image, for two short algorithms.
+``tests/driftloop/test_estimate.py`` checks these against NannyML's own estimates on a
+shared example (stored, with the script that produced them, in ``tests/fixtures/``).
+
+- **CBPE** (binary classification, confidence-based): calibrated probabilities are the
+  expected labels. A probability calibrator (isotonic regression, as NannyML) is fitted
+  on reference data the model did not train on; per window the expected confusion matrix
+  is ``TP = sum p_i [pred_i = 1]``, ``FP = sum (1 - p_i) [pred_i = 1]``, and so on, giving
+  expected accuracy, precision, recall and F1; the expected ROC curve accumulates p_i as
+  positives and 1 - p_i as negatives in score order, and its area is the expected ROC-AUC.
+- **DLE** (regression, direct loss estimation): a LightGBM model learns the model's
+  squared and absolute error from its inputs and prediction on the reference data; per
+  window the estimated RMSE is the root of the mean predicted squared error, the MAE the
+  mean predicted absolute error.
+
+Both assume what NannyML assumes: the relation between inputs and target has not changed
+(covariate shift only). Concept drift is caught by the delayed labels, not by these.
+
+Fitted at registration (``fit``) on the test window with the gated model, saved in the
+version (``reference/estimator.json``, DLE's trees as LightGBM's native text); used per
+window by the drift job (``Estimator.estimate``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftloop.families import FittedModel
+from driftloop.families.tabular_lgbm import matrix, ordinal_codes
+from driftloop.preprocess import Preprocessor
+from driftloop.spec import DatasetSpec
+
+ESTIMATOR = "reference/estimator.json"
+SQUARED, ABSOLUTE = "reference/dle_squared.txt", "reference/dle_absolute.txt"
+MIN_ROWS = 50  # fewer labelled reference rows than this cannot calibrate anything
+
+
+# -- CBPE ---------------------------------------------------------------------------------
+def calibrate(proba: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
+    """Isotonic calibration of P(positive), as NannyML's default calibrator: the
+    (score, probability) knots to interpolate between."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(proba, y)
+    return iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()
+
+
+def expected_metrics(p: np.ndarray, predicted: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Expected accuracy, precision, recall, F1 and ROC-AUC from calibrated P(y=1) ``p``,
+    the served labels ``predicted`` (0/1) and the model's scores ``score``."""
+    pos = predicted.astype(bool)
+    tp, fp = float(p[pos].sum()), float((1 - p[pos]).sum())
+    fn, tn = float(p[~pos].sum()), float((1 - p[~pos]).sum())
+    n = tp + fp + fn + tn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return {
+        "accuracy": (tp + tn) / n if n else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "roc_auc": expected_roc_auc(p, score),
+    }
+
+
+def expected_roc_auc(p: np.ndarray, score: np.ndarray) -> float:
+    """The area under the expected ROC curve: rows in descending score order, each adding
+    p to the expected true positives and 1 - p to the expected false positives."""
+    order = np.argsort(-score, kind="stable")
+    s, q = score[order], p[order]
+    # Rows with equal scores move the curve together (one diagonal step), as roc_curve does.
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps, fps = np.cumsum(q)[last], np.cumsum(1 - q)[last]
+    if tps[-1] <= 0 or fps[-1] <= 0:
+        return float("nan")
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    return float(np.trapezoid(tpr, fpr))
+
+
+# -- DLE ----------------------------------------------------------------------------------
+Codes = dict[str, list[int] | str]
+
+
+def _dle_features(pre: Preprocessor, codes: Codes, rows: Any, pred: np.ndarray) -> np.ndarray:
+    return np.hstack([matrix(pre, codes, rows), pred.reshape(-1, 1)])
+
+
+def _dle_fit(x: np.ndarray, target: np.ndarray) -> Any:
+    import lightgbm as lgb
+
+    params = {
+        "objective": "regression",
+        "num_leaves": 15,
+        "learning_rate": 0.05,
+        "min_child_samples": 20,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 1,
+        "seed": 0,
+        "verbose": -1,
+    }
+    return lgb.train(params, lgb.Dataset(x, target), num_boost_round=200)
+
+
+# -- fitted estimator ------------------------------------------------------------------------
+@dataclass
+class Estimator:
+    """A fitted estimator for one version; ``estimate`` on a window's logged rows."""
+
+    task: str
+    metrics: list[str]
+    threshold: float = 0.5
+    knots: tuple[list[float], list[float]] | None = None  # CBPE calibration
+    pre: Preprocessor | None = None  # DLE's input preprocessing (the reference's)
+    codes: Codes | None = None
+    squared: Any = None  # DLE boosters
+    absolute: Any = None
+
+    def estimate(self, rows: Any, prediction: np.ndarray) -> dict[str, float]:
+        """Estimated metrics for rows (features) whose ``prediction`` is what was served:
+        the value (regression) or P(positive) (binary)."""
+        prediction = np.asarray(prediction, dtype=np.float64)
+        if self.task == "binary":
+            assert self.knots is not None
+            p = np.interp(prediction, *self.knots)
+            return expected_metrics(p, (prediction >= self.threshold).astype(int), prediction)
+        assert self.pre is not None and self.codes is not None
+        x = _dle_features(self.pre, self.codes, rows, prediction)
+        sq = np.clip(self.squared.predict(x), 0.0, None)
+        ab = np.clip(self.absolute.predict(x), 0.0, None)
+        return {"rmse": float(np.sqrt(sq.mean())), "mae": float(ab.mean())}
+
+    def save(self, directory: Path) -> None:
+        (directory / ESTIMATOR).parent.mkdir(parents=True, exist_ok=True)
+        doc: dict[str, Any] = {
+            "task": self.task,
+            "metrics": self.metrics,
+            "threshold": self.threshold,
+        }
+        if self.knots is not None:
+            doc["knots"] = list(self.knots)
+        if self.pre is not None:
+            doc["preprocessor"] = json.loads(self.pre.to_json())
+            doc["codes"] = self.codes
+            self.squared.save_model(str(directory / SQUARED))
+            self.absolute.save_model(str(directory / ABSOLUTE))
+        (directory / ESTIMATOR).write_text(json.dumps(doc))
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes]) -> Estimator:
+        """From the version's files (``ESTIMATOR`` and, for DLE, the two boosters)."""
+        import lightgbm as lgb
+
+        doc = json.loads(files[ESTIMATOR])
+        est = cls(doc["task"], doc["metrics"], doc.get("threshold", 0.5))
+        if "knots" in doc:
+            est.knots = (doc["knots"][0], doc["knots"][1])
+        if "preprocessor" in doc:
+            est.pre = Preprocessor.from_json(json.dumps(doc["preprocessor"]))
+            est.codes = doc["codes"]
+            est.squared = lgb.Booster(model_str=files[SQUARED].decode())
+            est.absolute = lgb.Booster(model_str=files[ABSOLUTE].decode())
+        return est
+
+
+def fit(model: FittedModel, reference: pd.DataFrame, spec: DatasetSpec) -> Estimator | None:
+    """The estimator for ``model``, fitted on labelled ``reference`` rows it did not train
+    on (the test window); None for tasks it does not cover or too few rows."""
+    if spec.task not in ("binary", "regression") or len(reference) < MIN_ROWS:
+        return None
+    pred = model.predict(reference)
+    if spec.task == "binary":
+        y = (reference[spec.target].astype(str) == spec.positive_label).to_numpy().astype(float)
+        if y.min() == y.max():
+            return None  # one class: nothing to calibrate against
+        threshold = float(getattr(getattr(model, "pre", None), "threshold", 0.5))
+        return Estimator(
+            "binary",
+            ["accuracy", "precision", "recall", "f1", "roc_auc"],
+            threshold,
+            knots=calibrate(pred["probability"], y),
+        )
+    value = pred["value"]
+    error = reference[spec.target].to_numpy(dtype=np.float64) - value
+    pre = Preprocessor.fit(reference, spec)
+    codes = ordinal_codes(pre.categories)
+    x = _dle_features(pre, codes, reference, value)
+    return Estimator(
+        "regression",
+        ["rmse", "mae"],
+        pre=pre,
+        codes=codes,
+        squared=_dle_fit(x, error**2),
+        absolute=_dle_fit(x, np.abs(error)),
+    )
