@@ -16,14 +16,15 @@ def register(
     baselines: dict,
     test_metrics: dict,
     gate_report: Input[Markdown],
+    selected: Input[Model],
     model: Input[Model],
     dataset: Input[Dataset],
     test: Input[Dataset],
     card: Output[Markdown],
 ) -> int:
     """A new immutable registry version of the refit ``model`` (trained on ``dataset``, the
-    whole window), COMMITTED last, with the gated model's ``test_metrics``; promoted when
-    ``promote``."""
+    whole window), COMMITTED last, with the gated (``selected``) model's ``test_metrics``,
+    importances and label-free estimator; promoted when ``promote``."""
     from pathlib import Path
 
     from driftloop.formats import Evaluation, Lineage, TimeWindow, VersionFiles
@@ -54,6 +55,7 @@ def register(
         lineage,
         promote,
         test_metrics,
+        Path(selected.path),
     )
     Path(card.path).write_bytes(Registry(store).read_file(ref, VersionFiles.CARD))
     return ref.version

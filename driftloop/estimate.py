@@ -124,6 +124,10 @@ class Estimator:
     task: str
     metrics: list[str]
     threshold: float = 0.5
+    # The estimate on traffic like the training data (the version's reference sample):
+    # what a window's estimate is compared with. The test window's realised metrics are
+    # the wrong yardstick for an estimate: on seasonal data they hold one season's error.
+    baseline: dict[str, float] | None = None
     knots: tuple[list[float], list[float]] | None = None  # CBPE calibration
     pre: Preprocessor | None = None  # DLE's input preprocessing (the reference's)
     codes: Codes | None = None
@@ -150,6 +154,7 @@ class Estimator:
             "task": self.task,
             "metrics": self.metrics,
             "threshold": self.threshold,
+            "baseline": self.baseline,
         }
         if self.knots is not None:
             doc["knots"] = list(self.knots)
@@ -166,7 +171,7 @@ class Estimator:
         import lightgbm as lgb
 
         doc = json.loads(files[ESTIMATOR])
-        est = cls(doc["task"], doc["metrics"], doc.get("threshold", 0.5))
+        est = cls(doc["task"], doc["metrics"], doc.get("threshold", 0.5), doc.get("baseline"))
         if "knots" in doc:
             est.knots = (doc["knots"][0], doc["knots"][1])
         if "preprocessor" in doc:
@@ -177,9 +182,25 @@ class Estimator:
         return est
 
 
-def fit(model: FittedModel, reference: pd.DataFrame, spec: DatasetSpec) -> Estimator | None:
+def fit(
+    model: FittedModel,
+    reference: pd.DataFrame,
+    spec: DatasetSpec,
+    typical: pd.DataFrame | None = None,
+) -> Estimator | None:
     """The estimator for ``model``, fitted on labelled ``reference`` rows it did not train
-    on (the test window); None for tasks it does not cover or too few rows."""
+    on (the test window), with its ``baseline`` estimated on ``typical`` rows (the
+    version's drift reference: traffic like the training data); None for tasks it does not
+    cover or too few rows."""
+    est = _fit(model, reference, spec)
+    if est is not None and typical is not None and len(typical):
+        predicted = model.predict(typical)
+        served = predicted["value"] if spec.task == "regression" else predicted["probability"]
+        est.baseline = est.estimate(typical, served)
+    return est
+
+
+def _fit(model: FittedModel, reference: pd.DataFrame, spec: DatasetSpec) -> Estimator | None:
     if spec.task not in ("binary", "regression") or len(reference) < MIN_ROWS:
         return None
     pred = model.predict(reference)

@@ -452,6 +452,12 @@ class WindowRecord(_Format):
     baseline: dict[str, float] = {}
     trigger: bool
     reasons: list[str]
+    signals: list[str] = []  # the policy rules that fired, with their numbers
+    recent_quality: dict[str, float] | None = None  # realised, over the quality look-back
+    estimated: dict[str, float] | None = None  # label-free estimate on this window
+    estimated_baseline: dict[str, float] | None = None  # its estimate on the reference
+    weighted_share: float | None = None  # drifted share weighted by importance
+    recent_drift_share: float | None = None  # vs the previous window (not the reference)
     trigger_id: str | None = None
     trigger_status: str | None = None
     report_key: str

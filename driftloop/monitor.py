@@ -33,13 +33,11 @@ from pathlib import Path
 import pandas as pd
 
 from driftloop.drift import load_statistics
-from driftloop.errors import DataError
 from driftloop.families import get_family
 from driftloop.formats import (
     WINDOW_REPORT,
     WINDOW_SUMMARY,
     DriftRecord,
-    InputSchema,
     TimeWindow,
     TriggerRecord,
     VersionFiles,
@@ -51,9 +49,10 @@ from driftloop.formats import (
     window_prefix,
     windows_prefix,
 )
-from driftloop.payloads import feature_column, join_labels, read_labels, read_logs
+from driftloop.payloads import read_window
 from driftloop.policy import DriftPolicy, WindowSummary, check_policy, decide
-from driftloop.registry import Registry, VersionRef
+from driftloop.registry import Registry
+from driftloop.signals import measure
 from driftloop.store import Store
 from driftloop.trigger import (
     Backend,
@@ -64,39 +63,6 @@ from driftloop.trigger import (
     reconcile,
     trigger_id,
 )
-
-
-def load_window(
-    store: Store,
-    ref: VersionRef,
-    schema: InputSchema,
-    endpoint: str,
-    start: datetime,
-    end: datetime,
-) -> pd.DataFrame:
-    """The window's logged rows (the schema's log columns under their own names,
-    ``prediction``), with the target column filled from delayed labels where they have
-    arrived."""
-    logs = read_logs(store, ref.model, ref.version, endpoint, start, end)
-    if logs.empty:
-        raise DataError(
-            f"empty window: no logged requests for {ref} ({endpoint}) in [{start}, {end})"
-        )
-    logs = logs.rename(columns={feature_column(n): n for n in schema.names})
-    missing = [n for n in schema.names if n not in logs.columns]
-    if missing:
-        raise DataError(
-            f"the logs of {ref} lack feature column(s) {missing}: "
-            "they do not match the version's schema"
-        )
-    labels = read_labels(store, ref.model, start=start)
-    target = schema.target
-    if labels.empty:
-        logs[target] = None
-        return logs
-    joined = join_labels(logs, labels)
-    joined[target] = joined["actual_value"] if schema.task == "regression" else joined["actual"]
-    return joined.drop(columns=["actual", "actual_value", "label_time"])
 
 
 def run_window(
@@ -123,7 +89,7 @@ def run_window(
     )
     check_policy(policy, schema.drift_columns)
     stats = load_statistics(registry.read_file(ref, VersionFiles.REFERENCE_STATS, manifest))
-    window = load_window(store, ref, schema, endpoint, start, end)
+    window = read_window(store, ref, schema, endpoint, start, end)
     wid = window_id(endpoint, start, end)
     prefix = window_prefix(model, wid)
 
@@ -138,11 +104,27 @@ def run_window(
             report = family.report(reference, window, schema, html, report_rows)
             for f in Path(tmp).iterdir():
                 store.put(f"{prefix}/{f.name}", f.read_bytes())
+    # 2. Harm rather than change: realised quality over the look-back, the label-free
+    #    estimate, drift weighed by importance, drift against the previous window.
+    measures = measure(
+        store,
+        registry,
+        ref,
+        manifest,
+        schema,
+        endpoint,
+        start,
+        end,
+        window,
+        drift,
+        policy.quality_lookback,
+        policy.min_rows,
+    )
     summary = WindowSummary.from_drift(
-        start, end, drift, quality=report["quality"], baseline=metrics.test
+        start, end, drift, quality=report["quality"], baseline=metrics.test, measures=measures
     )
 
-    # 2. The decision, then (maybe) the trigger, under the lease.
+    # 3. The decision, then (maybe) the trigger, under the lease.
     log = TriggerLog(store, model)
     triggers = reconcile(log, backend) if backend is not None else log.all()
     last = max((datetime.fromisoformat(t.window.end) for t in triggers), default=None)
@@ -191,6 +173,12 @@ def run_window(
         baseline=metrics.test,
         trigger=decision.trigger,
         reasons=decision.reasons,
+        signals=decision.signals,
+        recent_quality=measures.recent_quality,
+        estimated=measures.estimated,
+        estimated_baseline=measures.estimated_baseline,
+        weighted_share=measures.weighted_share,
+        recent_drift_share=measures.recent_drift_share,
         trigger_id=fired.id if fired else None,
         trigger_status=fired.status if fired else None,
         report_key=f"{prefix}/{WINDOW_REPORT}",

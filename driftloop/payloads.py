@@ -63,6 +63,8 @@ from driftloop.store import Store
 if TYPE_CHECKING:  # pandas is imported lazily: the collector never needs it
     import pandas as pd
 
+    from driftloop.registry import VersionRef
+
 __all__ = ["BATCH_CONTENT_TYPE", "REQUEST", "RESPONSE", "feature_column", "valid_name"]
 log = logging.getLogger(__name__)
 LOG_COLUMNS = tuple(LOG_FIELDS)
@@ -456,3 +458,36 @@ def join_labels(logs: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     latest = latest.astype({"row": "int64"})
     out = logs.astype({"row": "int64"}).merge(latest, on=["request_id", "row"], how="left")
     return out
+
+
+def read_window(
+    store: Store,
+    ref: VersionRef,
+    schema: InputSchema,
+    endpoint: str,
+    start: datetime,
+    end: datetime,
+) -> pd.DataFrame:
+    """The logged rows of one version and endpoint in ``[start, end)`` (the schema's log
+    columns under their own names, ``prediction``), with the target column filled from
+    delayed labels where they have arrived."""
+    logs = read_logs(store, ref.model, ref.version, endpoint, start, end)
+    if logs.empty:
+        raise DataError(
+            f"empty window: no logged requests for {ref} ({endpoint}) in [{start}, {end})"
+        )
+    logs = logs.rename(columns={feature_column(n): n for n in schema.names})
+    missing = [n for n in schema.names if n not in logs.columns]
+    if missing:
+        raise DataError(
+            f"the logs of {ref} lack feature column(s) {missing}: "
+            "they do not match the version's schema"
+        )
+    labels = read_labels(store, ref.model, start=start)
+    target = schema.target
+    if labels.empty:
+        logs[target] = None
+        return logs
+    joined = join_labels(logs, labels)
+    joined[target] = joined["actual_value"] if schema.task == "regression" else joined["actual"]
+    return joined.drop(columns=["actual", "actual_value", "label_time"])

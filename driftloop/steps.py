@@ -252,10 +252,13 @@ def register(
     lineage: Lineage,
     promote: bool,
     test_metrics: dict[str, float] | None = None,
+    selected: Path | None = None,
 ) -> VersionRef:
     """``train``: the rows the model was trained on (its drift reference is drawn from
-    them); ``test_metrics``: what the gate measured on the test window, for a refit model
-    (evaluating a refit on rows it was trained on would flatter it)."""
+    them); ``test_metrics`` and ``selected``: what the gate measured on the test window and
+    the gated model itself, for a refit model (evaluating a refit on rows it was trained on
+    would flatter it). The gated model's behaviour on the test window, data it never saw,
+    also fits the version's label-free estimator and its feature importances."""
     trial = trial_record(model_dir)
     family = get_family(trial.family, str(model_dir))
     model = family.load(model_dir)
@@ -292,6 +295,8 @@ def register(
         (out / VersionFiles.REFERENCE_SAMPLE).parent.mkdir()
         sample.to_parquet(out / VersionFiles.REFERENCE_SAMPLE)
         save_statistics(stats, out / VersionFiles.REFERENCE_STATS)
+        gated = load_trained(selected) if selected else model
+        _save_monitoring_aids(gated, read(test), sample, stats, schema, spec, out)
         full = lineage.model_copy(
             update={
                 "params": trial.params,
@@ -306,6 +311,33 @@ def register(
     if promote:
         Registry(store).promote(spec.name, ref.version, reason="passed the gate")
     return ref
+
+
+def _save_monitoring_aids(
+    model: FittedModel,
+    test: pd.DataFrame,
+    sample: pd.DataFrame,
+    stats: dict,
+    schema: Any,
+    spec: DatasetSpec,
+    out: Path,
+) -> None:
+    """What the drift job needs beyond the reference (tabular): which features matter and
+    how much their drift scores move by chance (drift is weighed by both), and a
+    label-free estimator of the model's quality."""
+    from driftloop import estimate, importance
+
+    if spec.kind != "tabular" or test.empty:
+        return
+    (out / importance.IMPORTANCE).write_text(
+        importance.dumps(
+            importance.permutation_importance(model, test, spec),
+            importance.noise_floor(sample, stats, schema),
+        )
+    )
+    estimator = estimate.fit(model, test, spec, sample)
+    if estimator is not None:
+        estimator.save(out)
 
 
 def model_card(spec: DatasetSpec, family: str, metrics: dict, lineage: Lineage) -> str:
@@ -379,5 +411,7 @@ def run_inprocess(
         tested = evaluate_on_test(best, d / "test.parquet", spec)["metrics"]
         data, refitted = d / "data.parquet", d / "refit"
         refit(best, data, spec, refitted)
-        ref = register(refitted, data, d / "test.parquet", spec, store, lineage, promote, tested)
+        ref = register(
+            refitted, data, d / "test.parquet", spec, store, lineage, promote, tested, best
+        )
         return ref, decision

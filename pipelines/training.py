@@ -107,6 +107,7 @@ def training_pipeline(
             baselines=base.outputs["Output"],
             test_metrics=best.outputs["Output"],
             gate_report=verdict.outputs["report"],
+            selected=best.outputs["best"],
             model=refitted.outputs["refitted"],
             dataset=ingested.outputs["dataset"],
             test=test_set,
