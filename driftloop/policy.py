@@ -45,6 +45,8 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 Metric = Literal["rmse", "mae", "r2", "roc_auc", "f1", "accuracy", "precision", "recall"]
+# A recommender's quality on feedback (driftloop.recsys_metrics), same names as its tests.
+RankingMetric = Literal["ndcg10", "recall10", "hitrate10", "map10"]
 
 
 class DriftPolicy(BaseModel):
@@ -70,7 +72,9 @@ class DriftPolicy(BaseModel):
     # Compare only this metric (e.g. the spec's `metric`); None: every metric that both the
     # window and the version's test metrics have.
     quality_metric: (
-        Literal["rmse", "mae", "r2", "roc_auc", "f1", "accuracy", "precision", "recall"] | None
+        Literal["rmse", "mae", "r2", "roc_auc", "f1", "accuracy", "precision", "recall"]
+        | RankingMetric
+        | None
     ) = None
     # Quality on fewer labelled rows than this is noise (RMSE's standard error ~ 1/sqrt(n)).
     min_quality_rows: int = Field(100, ge=1)
