@@ -34,11 +34,14 @@ WORKDIR /app
 # same-named wheel the lock was resolved from; its hash on download.pytorch.org could not
 # be checked from the machine that wrote the lock (that host is unreachable there), so this
 # step is pinned by version only, and the lock install below finds torch already installed.
-COPY requirements.lock ./
+# Last, the no-deps lock: recbole, for the MovieLens-100K files it ships (its own pins would
+# fight ours; none of its code runs).
+COPY requirements.lock requirements-nodeps.lock ./
 RUN pip install --no-cache-dir pip==26.3 \
     && pip install --no-cache-dir --no-deps --index-url https://download.pytorch.org/whl/cpu \
         torch==2.13.0+cpu \
-    && pip install --no-cache-dir --require-hashes -r requirements.lock
+    && pip install --no-cache-dir --require-hashes -r requirements.lock \
+    && pip install --no-cache-dir --no-deps --require-hashes -r requirements-nodeps.lock
 
 # .dockerignore admits only the package sources, pyproject, README, the lock and data/.
 COPY . .

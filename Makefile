@@ -5,6 +5,8 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # Every package, pinned with its hashes: pyproject.toml says what we need, the lock what we run.
 LOCK := requirements.lock
+# Packages installed without their dependencies (their pins would fight ours), hash-checked.
+NODEPS_LOCK := requirements-nodeps.lock
 # `name==version` as the lock pins it: $(call pin,torch) is torch==2.13.0+cpu, the CPU build.
 pin = $(shell grep -o '^$(1)==[^ ]*' $(LOCK))
 # Where `make lock` finds the CPU torch wheel: not on PyPI, whose torch pulls CUDA;
@@ -17,13 +19,15 @@ install: $(STAMP)
 
 # Idempotent: re-runs only when pyproject.toml or the lock changes, and stops first if they
 # disagree. The lock's pip, then torch (the CPU build, no deps), so the lock finds both
-# installed; then the lock, every file checked against its hash; then the project itself.
-$(STAMP): pyproject.toml $(LOCK)
+# installed; then the lock, every file checked against its hash; then the no-deps lock (recbole,
+# for the MovieLens-100K files it ships); then the project itself.
+$(STAMP): pyproject.toml $(LOCK) $(NODEPS_LOCK)
 	@python3 tools/check_lock.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet $(call pin,pip)
 	$(PIP) install --quiet --no-deps $(call pin,torch)
 	$(PIP) install --quiet --require-hashes -r $(LOCK)
+	$(PIP) install --quiet --no-deps --require-hashes -r $(NODEPS_LOCK)
 	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -348,6 +348,57 @@ class ImageSchema(_Format):
         return ["embedding", *self.statistics]
 
 
+# What a recommender's payload log keeps per request (``FittedModel.predict_logged``), the
+# same for every interactions model: its columns and their kinds.
+RECSYS_LOG_COLUMNS: dict[str, str] = {
+    "user_id": "categorical",  # as the request named the user
+    "user_activity": "categorical",  # the user's training-activity bucket; "new": unknown
+    "items": "categorical",  # the response's ranked items, a JSON list
+    "score": "numeric",  # the top item's score (null for the popularity fallback)
+}
+
+
+class InteractionsSchema(_Format):
+    """The input contract of a recommender, and what its payload log keeps.
+
+    A request names a user (``user_id``, a string or an integer) and optionally ``k`` (1 ..
+    ``max_k``) and ``exclude_seen``; the response ranks items. The log keeps the user, their
+    activity bucket, the ranked items and the top score (``RECSYS_LOG_COLUMNS``); feedback
+    labels are items (``target``, the item column), joined to the logged list by request id."""
+
+    kind: Literal["interactions"]
+    model: str
+    task: Literal["ranking"] = "ranking"
+    target: str  # the item column: a feedback label is the item a user then interacted with
+    user: str  # the user column of the training data (requests name it `user_id`)
+    k: int = Field(10, ge=1)  # the list length when a request asks for none
+    max_k: int = Field(ge=1)  # the longest list a request may ask for
+    users: int = Field(ge=0)  # users the model knows (others get the popularity fallback)
+    items: int = Field(ge=1)  # the catalogue: items the model can recommend
+    activity: list[str]  # user-activity buckets, lightest first; "new" is an unknown user
+    classes: list[str] = []
+    positive_label: str | None = None
+    threshold: float = 0.5
+
+    @property
+    def names(self) -> list[str]:
+        return list(RECSYS_LOG_COLUMNS)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return dict(RECSYS_LOG_COLUMNS)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.user]
+
+    @property
+    def drift_columns(self) -> list[str]:
+        """Popularity drift and new items on feedback, user activity and new users on
+        requests (``driftloop.recsys_drift``)."""
+        return ["item_popularity", "new_items", "user_activity", "new_users"]
+
+
 def _schema_kind(data: Any) -> str:
     kind = data.get("kind", "tabular") if isinstance(data, dict) else getattr(data, "kind", None)
     return kind if isinstance(kind, str) else "tabular"
@@ -362,7 +413,9 @@ def _schema_kind(data: Any) -> str:
 #   drift_columns    what the drift job reports one decision for (policy key_features)
 # A new data kind adds its class here, tagged with its name.
 InputSchema = Annotated[
-    Annotated[TabularSchema, Tag("tabular")] | Annotated[ImageSchema, Tag("image")],
+    Annotated[TabularSchema, Tag("tabular")]
+    | Annotated[ImageSchema, Tag("image")]
+    | Annotated[InteractionsSchema, Tag("interactions")],
     Discriminator(_schema_kind),
 ]
 _INPUT_SCHEMA: TypeAdapter[InputSchema] = TypeAdapter(InputSchema)
@@ -379,7 +432,7 @@ def parse_schema(data: bytes | str | dict, where: str) -> InputSchema:
         if first["type"] == "union_tag_invalid":
             raise IntegrityError(
                 f"{where}: unknown input kind {first.get('input', {}).get('kind')!r}; this "
-                "driftloop knows tabular and image (upgrade driftloop to serve it)"
+                "driftloop knows tabular, image and interactions (upgrade driftloop to serve it)"
             ) from e
         loc = ".".join(str(p) for p in first["loc"][1:]) or "(top level)"
         raise IntegrityError(f"{where} is not a valid input schema: {loc}: {first['msg']}") from e

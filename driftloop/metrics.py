@@ -1,7 +1,8 @@
 """Evaluation metrics (scikit-learn) and the decision-threshold tuner.
 
 Regression: rmse, mae, r2. Classification: accuracy, precision, recall, f1, roc_auc,
-plus the confusion matrix and ROC curve for KFP's ``ClassificationMetrics``.
+plus the confusion matrix and ROC curve for KFP's ``ClassificationMetrics``. Ranking
+(recommenders): ndcg10, recall10, hitrate10, map10, coverage (``driftloop.recsys_metrics``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def classification_metrics(
 
 def scores(pred: dict[str, np.ndarray], df: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
     """The spec's task metrics of a ``FittedModel.predict`` output against ``df``'s target."""
+    if spec.task == "ranking":
+        from driftloop.recsys_metrics import prediction_metrics
+
+        return prediction_metrics(pred, df, spec)
     y = df[spec.target].to_numpy()
     if spec.task == "regression":
         return regression_metrics(y.astype("float64"), pred["value"])

@@ -46,6 +46,8 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 Metric = Literal["rmse", "mae", "r2", "roc_auc", "f1", "accuracy", "precision", "recall"]
+# A recommender's quality on feedback (driftloop.recsys_metrics), same names as its tests.
+RankingMetric = Literal["ndcg10", "recall10", "hitrate10", "map10"]
 
 
 class DriftPolicy(BaseModel):
@@ -74,7 +76,7 @@ class DriftPolicy(BaseModel):
     max_quality_drop: float | None = Field(0.1, gt=0)
     # Compare only this metric (e.g. the spec's `metric`); None: every metric that both the
     # window and the version's test metrics have.
-    quality_metric: Metric | None = None
+    quality_metric: Metric | RankingMetric | None = None
     # Quality on fewer labelled rows than this is noise (RMSE's standard error ~ 1/sqrt(n)).
     min_quality_rows: int = Field(100, ge=1)
     # Quality is measured on every labelled row the version served in this look-back, not

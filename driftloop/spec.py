@@ -28,6 +28,19 @@ here. Example (``data/digits.yaml``)::
     target: digit
     task: multiclass
     metric: accuracy
+
+``kind: interactions`` is a recommender's data: one user-item interaction per row (user,
+item, time, an optional rating), options in ``interactions`` (``driftloop.datakinds.
+interactions``); the target is the item column (feedback labels are items), the task
+``ranking``. Example (``data/movielens_100k.yaml``)::
+
+    name: movielens-100k
+    kind: interactions
+    source: {path: ml-100k, format: recbole}   # or a CSV / Parquet of interactions
+    time: {column: timestamp}                  # numbers are Unix seconds
+    task: ranking
+    metric: ndcg10
+    interactions: {user: user_id, item: item_id, rating: rating}
 """
 
 from __future__ import annotations
@@ -39,10 +52,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from driftloop.config import read_yaml_mapping, validated
 
-Task = Literal["regression", "binary", "multiclass"]
-Kind = Literal["tabular", "image"]  # one module per kind in driftloop/datakinds/
+Task = Literal["regression", "binary", "multiclass", "ranking"]
+Kind = Literal["tabular", "image", "interactions"]  # one module per kind in driftloop/datakinds/
 REGRESSION_METRICS = {"rmse", "mae", "r2"}
 CLASSIFICATION_METRICS = {"roc_auc", "f1", "accuracy", "precision", "recall"}
+# Top-10 ranking metrics (driftloop.recsys_metrics), all higher-is-better.
+RANKING_METRICS = {"ndcg10", "recall10", "hitrate10", "map10"}
 LOWER_IS_BETTER = {"rmse", "mae"}  # every other metric: higher is better
 
 
@@ -55,12 +70,39 @@ class Source(_Strict):
     # None: from the file suffix (a directory: `folder`). `folder` (images in one
     # subfolder per label) and `sklearn` (a dataset bundled with scikit-learn, `path`
     # names it: `digits`) are for image data.
-    format: Literal["csv", "parquet", "folder", "sklearn"] | None = None
+    # `recbole` (interactions): a dataset shipped inside the installed recbole wheel, read
+    # in place (`path` names it: `ml-100k`).
+    format: Literal["csv", "parquet", "folder", "sklearn", "recbole"] | None = None
     sep: str = ","
     names: list[str] | None = None  # column names for a header-less CSV
 
 
 SKLEARN_DATASETS = ("digits",)  # bundled with scikit-learn: read at run time, never copied
+RECBOLE_DATASETS = ("ml-100k",)  # shipped inside the recbole wheel: read in place, never copied
+BUNDLED_FORMATS = ("sklearn", "recbole")  # a source named, not located: nothing to upload
+
+
+class InteractionOptions(_Strict):
+    """``interactions:``: a recommender's columns (``kind: interactions``). Ids may be
+    strings or integers (both are served as strings); the item column is the target."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    # Optional: an explicit rating or a weight. With `min_rating`, rows rated below it are
+    # not positive feedback and are dropped when read (MovieLens: 4 keeps "liked").
+    rating: str | None = None
+    min_rating: float | None = None
+    # A numeric time column counts this unit since 1970-01-01 (MovieLens: seconds).
+    time_unit: Literal["s", "ms"] = "s"
+
+    @model_validator(mode="after")
+    def _columns(self) -> InteractionOptions:
+        named = [c for c in (self.user, self.item, self.rating) if c]
+        if len(set(named)) != len(named):
+            raise ValueError(f"interactions: user, item and rating must differ, got {named}")
+        if self.min_rating is not None and self.rating is None:
+            raise ValueError("interactions.min_rating needs interactions.rating")
+        return self
 
 
 class ImageOptions(_Strict):
@@ -153,6 +195,7 @@ class DatasetSpec(_Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     quality: QualitySpec = Field(default_factory=QualitySpec)
     image: ImageOptions | None = None  # kind: image (filled with the defaults when absent)
+    interactions: InteractionOptions | None = None  # kind: interactions (likewise)
     base_dir: Path = Path(".")  # set by load_spec; relative paths resolve here
 
     @model_validator(mode="before")
@@ -163,18 +206,29 @@ class DatasetSpec(_Strict):
         if not isinstance(raw, dict):
             return raw
         kind = raw.get("kind", "tabular")
-        if kind == "image" and raw.get("image") is None:
-            raw = {**raw, "image": {}}
-        if kind != "image" and raw.get("image") is not None:
-            raise ValueError("an `image:` section needs `kind: image`")
+        for section in ("image", "interactions"):
+            if kind == section and raw.get(section) is None:
+                raw = {**raw, section: {}}
+            if kind != section and raw.get(section) is not None:
+                raise ValueError(f"an `{section}:` section needs `kind: {section}`")
+        if kind == "interactions" and "target" not in raw:
+            # The item column is what a recommender predicts, and what feedback labels hold.
+            given = raw["interactions"] if isinstance(raw["interactions"], dict) else {}
+            raw = {**raw, "target": given.get("item", InteractionOptions().item)}
         return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
-        if self.source.format in ("folder", "sklearn") and self.kind == "tabular":
+        if self.source.format in ("folder", "sklearn") and self.kind != "image":
             raise ValueError(f"source.format {self.source.format} holds images: add `kind: image`")
+        if self.source.format == "recbole" and self.kind != "interactions":
+            raise ValueError("source.format recbole holds interactions: add `kind: interactions`")
         if self.kind == "image":
             return self._image()
+        if self.kind == "interactions":
+            return self._interactions()
+        if self.task == "ranking":
+            raise ValueError("task ranking needs `kind: interactions` (user-item interactions)")
         features = self.numeric + self.categorical
         if not features:
             raise ValueError("declare at least one numeric or categorical feature")
@@ -220,6 +274,49 @@ class DatasetSpec(_Strict):
             raise ValueError("an image folder has no columns: use time.row_order (file order)")
         return self
 
+    def _interactions(self) -> DatasetSpec:
+        """``kind: interactions``: user, item, time (and a rating); no tabular columns."""
+        opts = self.interaction_options
+        if (
+            tabular := [k for k in ("numeric", "categorical", "drop") if getattr(self, k)]
+            + (["log_target"] if self.log_target else [])
+            + (["rules"] if self.rules else [])
+        ):
+            raise ValueError(f"{', '.join(tabular)} apply to tabular data, not kind: interactions")
+        if self.task != "ranking":
+            raise ValueError(f"kind: interactions learns task ranking, not {self.task}")
+        if self.target != opts.item:
+            raise ValueError(
+                f"target {self.target!r}: a recommender predicts the item column "
+                f"(interactions.item: {opts.item!r}); leave target out or name that column"
+            )
+        if self.metric not in RANKING_METRICS:
+            raise ValueError(f"metric {self.metric!r} does not fit task ranking: {RANKING_METRICS}")
+        if self.time.column is None:
+            raise ValueError(
+                "kind: interactions needs time.column: recommendations are trained and "
+                "judged in time order, and each interaction's time says when it happened"
+            )
+        if self.time.column in (opts.user, opts.item, opts.rating):
+            raise ValueError(f"time.column {self.time.column!r} is also an id or rating column")
+        if self.source.format == "recbole" and self.source.path not in RECBOLE_DATASETS:
+            raise ValueError(
+                f"source.path {self.source.path!r}: recbole datasets are {list(RECBOLE_DATASETS)}"
+            )
+        return self
+
+    @property
+    def interaction_options(self) -> InteractionOptions:
+        """The ``interactions:`` section (``kind: interactions`` only)."""
+        if self.interactions is None:
+            raise ValueError(f"dataset {self.name} is of kind {self.kind}, not interactions")
+        return self.interactions
+
+    @property
+    def bundled(self) -> bool:
+        """A dataset shipped inside an installed package: named, not located."""
+        return self.source.format in BUNDLED_FORMATS
+
     @property
     def image_options(self) -> ImageOptions:
         """The ``image:`` section (``kind: image`` only)."""
@@ -233,8 +330,8 @@ class DatasetSpec(_Strict):
 
     @property
     def source_uri(self) -> str:
-        if self.source.format == "sklearn":
-            return f"sklearn:{self.source.path}"  # read from the installed package
+        if self.bundled:  # read from the installed package
+            return f"{self.source.format}:{self.source.path}"
         return self._resolve(self.source.path)
 
     @property
@@ -255,7 +352,8 @@ class DatasetSpec(_Strict):
         return [
             u
             for u in uris
-            if not u.startswith("sklearn:") and ("://" not in u or u.startswith("file://"))
+            if not u.startswith(tuple(f"{b}:" for b in BUNDLED_FORMATS))
+            and ("://" not in u or u.startswith("file://"))
         ]
 
 

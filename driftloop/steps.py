@@ -59,9 +59,10 @@ def spec_from_text(text: str) -> DatasetSpec:
 def spec_to_text(spec: DatasetSpec) -> str:
     """YAML for a pipeline parameter, with the source path made absolute."""
     d = spec.model_dump(mode="json", exclude={"base_dir"}, exclude_none=False)
-    if d.get("image") is None:
-        d.pop("image", None)  # a tabular spec reads as it always did
-    if spec.source.format != "sklearn":  # a bundled dataset is named, not located
+    for section in ("image", "interactions"):
+        if d.get(section) is None:
+            d.pop(section, None)  # a tabular spec reads as it always did
+    if not spec.bundled:  # a bundled dataset is named, not located
         d["source"]["path"] = spec.source_uri
     if spec.rules_uri is not None:
         d["rules"] = spec.rules_uri
@@ -177,7 +178,7 @@ def evaluate_on_test(model_dir: Path, test: Path, spec: DatasetSpec) -> dict:
     model, df = load_trained(model_dir), read(test)
     pred = model.predict(df)
     out: dict = {"metrics": scores(pred, df, spec)}
-    if spec.task != "regression":
+    if spec.task in ("binary", "multiclass"):
         schema = model.input_schema(spec)
         y = df[spec.target].astype(str).to_numpy()
         out["classes"] = schema.classes

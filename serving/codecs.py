@@ -2,6 +2,7 @@
 
     tabular   serving/protocol.py         one named input per feature
     image     serving/image_protocol.py   a pixel tensor or encoded images
+    interactions  serving/recsys_protocol.py  a user id (and k); ranked items out
 
 A codec decodes V1 and V2 requests into the columns ``FittedModel.predict`` reads, builds
 the responses, and says what ``GET /v2/models/<name>`` lists. A new data kind adds its
@@ -18,7 +19,7 @@ import numpy as np
 
 from driftloop.formats import InputSchema
 from driftloop.preprocess import Columns
-from serving import image_protocol, protocol
+from serving import image_protocol, protocol, recsys_protocol
 
 Pred = dict[str, np.ndarray]
 Rules = list[list[str]] | None
@@ -52,6 +53,16 @@ CODECS: dict[str, Codec] = {
         v2_outputs=lambda schema, pred, rules: image_protocol.v2_outputs(schema, pred),
         input_types=image_protocol.input_types,
         output_types=lambda schema, has_rules: image_protocol.output_types(schema),
+    ),
+    "interactions": Codec(
+        decode_v1=recsys_protocol.decode_v1,
+        decode_v2=recsys_protocol.decode_v2,
+        v1_response=lambda name, v, schema, pred, rules: recsys_protocol.v1_response(
+            name, v, schema, pred
+        ),
+        v2_outputs=lambda schema, pred, rules: recsys_protocol.v2_outputs(schema, pred),
+        input_types=recsys_protocol.input_types,
+        output_types=lambda schema, has_rules: recsys_protocol.output_types(schema),
     ),
 }
 

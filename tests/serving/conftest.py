@@ -35,6 +35,7 @@ from tests.conftest import ROOT
 
 HERE = Path(__file__).parent
 QUICK = {"family": "tabular-torch", "params": {"max_epochs": 2, "hidden": 32, "layers": 1}}
+QUICK_RECSYS = {"family": "recsys-mf", "params": {"max_epochs": 5, "dim": 16}}
 QUICK_IMAGE = {
     "family": "image-cnn",
     "params": {"max_epochs": 3, "filters": 8, "embedding": 8, "patience": 3},
@@ -99,6 +100,15 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return train_and_register(spec, None, None, tmp_path_factory.mktemp("digits"), QUICK_IMAGE)
 
 
+@pytest.fixture(scope="session")
+def recsys(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """A small recommender on synthetic interactions (a user's own CSV and spec)."""
+    from tests.interactions import write_toy_interactions
+
+    spec = load_spec(write_toy_interactions(tmp_path_factory.mktemp("recsys-data")))
+    return train_and_register(spec, None, None, tmp_path_factory.mktemp("recsys"), QUICK_RECSYS)
+
+
 class Receiver:
     """A fake collector: records every POST's headers and JSON body, answers 200. It can
     be stopped and started again on the same port (a collector restart)."""
@@ -154,6 +164,7 @@ def server(
     bike: Trained,
     bank: Trained,
     digits: Trained,
+    recsys: Trained,
     receiver: Receiver,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
@@ -182,6 +193,14 @@ def server(
             "digits-logged",
             lambda: load_dir(digits.dir),
             emitter=logger(receiver.url, "digits-logged"),
+        ),
+    ]
+    predictors += [
+        Predictor("toy-recsys", lambda: load_dir(recsys.dir), max_batch_rows=50),
+        Predictor(
+            "toy-recsys-logged",
+            lambda: load_dir(recsys.dir),
+            emitter=logger(receiver.url, "toy-recsys-logged"),
         ),
     ]
     ref = watch.registry.resolve(watch.spec.name)
