@@ -421,6 +421,8 @@ def decode_pair(
             row["prediction"], row["label"] = None if p is None else float(p), _label(pred)
         elif isinstance(pred, str):
             row["prediction"], row["label"] = None, pred
+        elif isinstance(pred, dict | list):  # a ranked list: the family's log columns keep it
+            row["prediction"], row["label"] = None, None
         else:
             row["prediction"], row["label"] = None if pred is None else float(pred), None
         row["rules_fired"] = json.dumps(rules[i] if rules is not None and i < len(rules) else [])

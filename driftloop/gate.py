@@ -2,8 +2,9 @@
 
 On the same test window (the most recent labelled slice of the training window):
 
-1. the **floor**: the challenger must beat the dumb baseline (predict the training mean or
-   the class prior) -- a model that cannot is broken, whatever the champion does;
+1. the **floor**: the challenger must beat the data kind's floor baseline (``dumb``, the
+   training mean or the class prior; ``popular`` for a recommender) -- a model that cannot
+   is broken, whatever the champion does;
 2. the **champion**: when a production version exists, the challenger must beat it by
    ``margin`` (relative: 0.01 means 1 % better in the spec's metric).
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from driftloop.metrics import better
 
-FLOOR = "dumb"  # the baseline no served model may fall below
+FLOOR = "dumb"  # the baseline no served model may fall below, unless the data kind says
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,17 @@ def decide(
     baselines: dict[str, dict[str, float]],
     champion: dict[str, float] | None,
     margin: float,
+    floor_name: str = FLOOR,
 ) -> GateDecision:
     score = challenger[metric]
     reasons, passed = [], True
-    floor = baselines.get(FLOOR, {}).get(metric)
+    floor = baselines.get(floor_name, {}).get(metric)
     if floor is not None:
         ok = better(metric, score, floor)
         passed &= ok
         reasons.append(
             f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} the floor, the "
-            f"{FLOOR} baseline {floor:.4g}"
+            f"{floor_name} baseline {floor:.4g}"
         )
     if champion is not None:
         ok = better(metric, score, champion[metric], margin)
@@ -63,7 +65,7 @@ def decide(
     else:
         reasons.append("no champion in production")
     for name, m in sorted(baselines.items()):
-        if name != FLOOR and metric in m:
+        if name != floor_name and metric in m:
             reasons.append(f"for reference, {name} baseline {m[metric]:.4g}")
     return GateDecision(
         bool(passed),

@@ -24,6 +24,7 @@ import yaml
 from driftloop import __version__
 from driftloop.config import load_yaml
 from driftloop.data import TIME, Splits, frame_hash, load_window, read_uri, split_by_time
+from driftloop.datakinds import get_kind
 from driftloop.errors import ConfigError
 from driftloop.families import FittedModel, get_family, load_model
 from driftloop.formats import (
@@ -201,7 +202,8 @@ def gate(
     df = read(test)
     challenger = scores(load_trained(model_dir).predict(df), df, spec)
     champion = champion_metrics(store, spec, df)
-    return decide(spec.metric, challenger, baseline_metrics, champion, margin), champion
+    floor = get_kind(spec.kind).floor
+    return decide(spec.metric, challenger, baseline_metrics, champion, margin, floor), champion
 
 
 def champion_metrics(store: Store, spec: DatasetSpec, df: pd.DataFrame) -> dict | None:

@@ -16,8 +16,9 @@ kind (user/item interactions for a recommender, say) is one module here, one sch
 in ``formats.py``, a section in the spec if it needs options, and the families that learn
 it: docs/model-families.md, "Adding a data kind".
 
-    tabular   named numeric and categorical columns         datakinds/tabular.py
-    image     one image per row, stored as PNG bytes         datakinds/image.py
+    tabular       named numeric and categorical columns     datakinds/tabular.py
+    image         one image per row, stored as PNG bytes     datakinds/image.py
+    interactions  user, item, time (a recommender)          datakinds/interactions.py
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ if TYPE_CHECKING:  # not driftloop.data or .validation: they dispatch here (no c
 
 class DataKind(ABC):
     name: ClassVar[str]
+    # The baseline (a key of ``baselines``) no served model may fall below: the gate's floor.
+    floor: ClassVar[str] = "dumb"
 
     @abstractmethod
     def read(self, spec: DatasetSpec) -> pd.DataFrame:
@@ -51,7 +54,7 @@ class DataKind(ABC):
     @abstractmethod
     def baselines(self, splits: Any, spec: DatasetSpec) -> dict[str, dict[str, float]]:
         """Test-window metrics, on ``splits`` (a ``driftloop.data.Splits``), of the references
-        the gate requires a challenger to beat."""
+        the gate compares a challenger with: ``floor`` must be beaten, the others are reported."""
 
 
 def get_kind(name: str) -> DataKind:

@@ -122,6 +122,7 @@ def _times(raw: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
 
 class Interactions(DataKind):
     name = "interactions"
+    floor = "popular"  # a recommender that cannot beat most-popular is broken
 
     # -- reading -----------------------------------------------------------------------
     def read(self, spec: DatasetSpec) -> pd.DataFrame:

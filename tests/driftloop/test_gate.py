@@ -36,3 +36,10 @@ def test_higher_is_better_metrics():
     assert decide("roc_auc", {"roc_auc": 0.75}, base, {"roc_auc": 0.72}, 0.01).passed
     assert not decide("roc_auc", {"roc_auc": 0.75}, base, {"roc_auc": 0.745}, 0.01).passed
     assert decide("roc_auc", {"roc_auc": 0.65}, base, {"roc_auc": 0.6}, 0.0).passed
+
+
+def test_a_recommender_must_beat_most_popular():
+    base = {"popular": {"ndcg10": 0.30}, "als": {"ndcg10": 0.35}}
+    d = decide("ndcg10", {"ndcg10": 0.28}, base, None, 0.0, floor_name="popular")
+    assert not d.passed and d.floor == 0.30
+    assert decide("ndcg10", {"ndcg10": 0.32}, base, None, 0.0, floor_name="popular").passed

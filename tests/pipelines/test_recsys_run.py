@@ -26,5 +26,5 @@ def test_kfp_local_trains_and_registers_a_recommender(local_settings, tmp_path):
     assert {"model.safetensors", "vocab.json", "recommender.json"} <= set(manifest.files)
     schema = parse_schema(registry.read_file(ref, VersionFiles.SCHEMA), str(ref))
     assert schema.kind == "interactions" and schema.items == 60 and schema.users == 80
-    assert "beats popular baseline" in manifest.lineage.evaluation.gate
+    assert "beats the floor, the popular baseline" in manifest.lineage.evaluation.gate
     assert manifest.lineage.train_rows == 2000  # refit on the whole window

@@ -10,8 +10,8 @@ import time
 
 import httpx
 import pytest
-from monitoring.decode import Event, decode_pair
 
+from driftloop.decode import Event, decode_pair
 from driftloop.formats import parse_schema
 from tests.serving.conftest import Receiver, Trained
 
@@ -138,7 +138,8 @@ def test_the_log_keeps_the_user_and_the_ranked_items(
     schema = parse_schema((recsys.dir / "schema.json").read_bytes(), "schema")
 
     def ev(body, is_req):
-        return Event(is_req, body, time.time(), None, "toy-recsys-logged", "ns", "default")
+        raw = json.dumps(body).encode()
+        return Event(is_req, raw, time.time(), None, "toy-recsys-logged", "ns", "default")
 
     _, rows = decode_pair("rec-1", ev(req, True), ev(resp, False), schema.kinds)
     served = r.json()["predictions"]
