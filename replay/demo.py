@@ -256,7 +256,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     page = dashboard(rows, OUT / "dashboard.html", png, "driftloop loop demo", notes)
     print("\n[3/3] per window:\n" + table(rows))
-    rmse = float(np.sqrt(np.mean([r.served_rmse**2 for r in rows])))
+    rmse = float(np.sqrt(np.mean([(r.served or 0.0) ** 2 for r in rows])))
     print(
         f"\nserved RMSE over 2012: {rmse:.1f}; versions: {registry.versions(MODEL)}; "
         f"production: v{registry.alias(MODEL, 'production')}"
@@ -267,25 +267,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _window(store, registry, policy, backend, replay, served, start, end) -> WindowRow:
-    """Run the drift job on a served window; the dashboard row for it."""
+    """Run the drift job on a served window; the dashboard row for it: what fired, what
+    the policy decided, and what the retraining run's outcome was."""
+    before = registry.alias(MODEL, "production")
     row = WindowRow(
         start=start.isoformat(),
         end=end.isoformat(),
         rows=len(served),
         version="→".join(sorted(set(served["served_by"]), key=int)),
-        served_rmse=float(np.sqrt(np.mean((served["prediction"] - served["cnt"]) ** 2))),
+        family=registry.manifest(VersionRef(MODEL, before)).family if before else "-",
+        metric="rmse",
+        served=float(np.sqrt(np.mean((served["prediction"] - served["cnt"]) ** 2))),
         drifted_share=None,
-        decision="-",
-        event="",
-        report=None,
     )
-    before = registry.alias(MODEL, "production")
     try:
         r = run_window(store, MODEL, start, end, policy=policy, backend=backend)
     except DriftloopError as e:  # e.g. too few rows: shown, never fatal to the loop
         row.decision = f"skipped: {e}"
         return row
-    row.drifted_share, row.decision = r.drifted_share, "TRIGGER" if r.trigger else "-"
+    row.drifted_share, row.signals = r.drifted_share, list(r.signals)
+    row.decision = "TRIGGER" if r.trigger else "-"
+    row.estimated = (r.estimated or {}).get("rmse")
     report = store.local_path(r.report_key)
     row.report = report.as_uri() if report else r.report_key
     after = registry.alias(MODEL, "production")
@@ -297,7 +299,7 @@ def _window(store, registry, policy, backend, replay, served, start, end) -> Win
         elif trig.status == "failed":
             row.event = f"run failed: {(trig.error or '')[:80]}"
         else:
-            row.event = "challenger refused by the gate"
+            row.event = f"refused by the gate ({trig.outcome or 'not promoted'})"
     return row
 
 
