@@ -49,7 +49,7 @@ def test_malformed_overlay_names_the_overlay_and_the_missing_file(tree):
 
 
 def test_yaml_syntax_error_names_the_file(tree):
-    edit(tree / "manifests/base/collector.yaml", "  replicas: 1\n", "  replicas: [1\n")
+    edit(tree / "manifests/base/collector.yaml", "  replicas: 2\n", "  replicas: [2\n")
     with pytest.raises(checks.ManifestError) as e:
         checks.build(tree / "manifests" / "overlays" / "prod")
     assert "collector.yaml" in str(e.value)
@@ -75,7 +75,7 @@ def test_wrong_project_tag_is_refused(tree):
 
 
 def test_kubernetes_schema_failure_names_object_and_field(tree):
-    edit(tree / "manifests/base/collector.yaml", "  replicas: 1\n", '  replicas: "one"\n')
+    edit(tree / "manifests/base/collector.yaml", "  replicas: 2\n", '  replicas: "one"\n')
     assert (
         "manifests/base/collector.yaml Deployment/driftloop-collector: spec.replicas: "
         "'one' is not of type 'integer'"

@@ -214,7 +214,14 @@ def test_entrypoints_match_the_image_contract():
         "0.0.0.0",
         "--port",
         "8080",
+        "--data-dir",
+        "/var/lib/driftloop/wal",
     ]
+    # The root filesystem is read-only: the write-ahead log must be on a volume of its own.
+    assert {"name": "wal", "mountPath": "/var/lib/driftloop/wal"} in c["volumeMounts"]
+    assert dep.obj["spec"]["replicas"] >= 2  # halves are paired at read: replicas are safe
+    (pdb,) = checks.find(objs, "PodDisruptionBudget", "driftloop-collector")
+    assert pdb.obj["spec"]["minAvailable"] == 1
     (cron,) = checks.find(objs, "CronJob", "driftloop-drift")
     assert cron.obj["spec"]["concurrencyPolicy"] == "Forbid"
     job = cron.obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
