@@ -12,10 +12,14 @@ def gate(
     model: Input[Model],
     test: Input[Dataset],
     report: Output[Markdown],
+    run_id: str = "",
+    trigger_id: str = "",
 ) -> bool:
-    """Challenger vs both baselines and the production champion on the same test window.
-    Returns a plain bool for ``dsl.If`` (kfp.local resolves single outputs only); the
-    evidence goes to ``report`` (its metadata carries the summary and champion metrics)."""
+    """Challenger vs the floor, the production champion and earlier versions on the same
+    test window; the decision is kept in the store (``models/<m>/gates/``) whatever it is.
+    Returns whether the challenger passed, a plain bool for ``dsl.If`` (kfp.local resolves
+    single outputs only); the evidence goes to ``report`` (its metadata carries the
+    verdict, the summary, the champion's metrics and the version to restore, if any)."""
     from pathlib import Path
 
     from driftloop.settings import load_settings
@@ -24,11 +28,24 @@ def gate(
 
     store = open_store(load_settings(store_uri=store_uri))
     decision, champion = gate(
-        Path(model.path), Path(test.path), spec_from_text(spec_yaml), baselines, store, margin
+        Path(model.path),
+        Path(test.path),
+        spec_from_text(spec_yaml),
+        baselines,
+        store,
+        margin,
+        run_id,
+        trigger_id,
     )
     print(decision.summary)
     Path(report.path).write_text("# Gate\n\n" + "\n".join(f"- {r}" for r in decision.reasons))
     report.metadata.update(
-        {"passed": decision.passed, "summary": decision.summary, "champion": champion or {}}
+        {
+            "passed": decision.passed,
+            "verdict": decision.verdict,
+            "restore": decision.restore or 0,
+            "summary": decision.summary,
+            "champion": champion or {},
+        }
     )
     return decision.passed

@@ -153,6 +153,12 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     req = _request(args, store.uri)
     run = run_local(req, store)
+    if run.restored is not None:
+        print(f"{req.spec.name}: the gate restored v{run.restored}, an earlier version that")
+        print("beats both the champion and the challenger on the same window; nothing new")
+        print("registered.")
+        print(run.gate)
+        return 0
     if run.version is None:
         print(f"{req.spec.name}: the challenger did not pass the gate; nothing registered.")
         print(run.gate)

@@ -113,6 +113,17 @@ def legacy_alias_key(model: str, name: str) -> str:
     return f"models/{model}/aliases/{name}.json"
 
 
+def gates_prefix(model: str) -> str:
+    return f"models/{model}/gates"
+
+
+def gate_key(model: str, created: str, run_id: str) -> str:
+    """``<created>-<run>.json``: sorts by time; the run id keeps two runs apart."""
+    stamp = re.sub(r"[^0-9]", "", created)[:14]
+    run = re.sub(r"[^A-Za-z0-9_.-]", "-", run_id)[:128] or "run"
+    return f"models/{model}/gates/{stamp}-{run}.json"
+
+
 def monitoring_prefix(model: str) -> str:
     return f"monitoring/{model}"
 
@@ -438,6 +449,35 @@ def parse_schema(data: bytes | str | dict, where: str) -> InputSchema:
         raise IntegrityError(f"{where} is not a valid input schema: {loc}: {first['msg']}") from e
 
 
+GateVerdict = Literal["promote", "restore", "refuse"]
+
+
+class GateRecord(_Format):
+    """``models/<model>/gates/<created>-<run>.json``: what the gate of one training run saw
+    and decided, kept whatever the verdict (a refused challenger registers nothing, so this
+    is the only trace of why). The trigger that started the run links to it."""
+
+    model: str
+    run_id: str
+    trigger_id: str = ""
+    created: str
+    verdict: GateVerdict
+    metric: str
+    challenger: float
+    family: str  # the challenger's
+    champion: float | None = None
+    champion_version: int | None = None
+    floor: float | None = None
+    restore: int | None = None  # the earlier version served again, when ``restore``
+    earlier: dict[str, float] = {}  # earlier versions' scores on the same window ("3": 61.2)
+    baselines: dict[str, dict[str, float]] = {}
+    reasons: list[str]
+
+    @property
+    def summary(self) -> str:
+        return f"{self.verdict}: " + "; ".join(self.reasons)
+
+
 class VersionMetrics(_Format):
     """``metrics.json``: the test window's metrics and the evidence the gate saw."""
 
@@ -538,7 +578,10 @@ class TriggerRecord(_Format):
     backend: str = ""
     attempts: int = 0
     error: str = ""
-    outcome: str = ""  # once settled: promoted vN / registered vN, not promoted / nothing
+    # Once settled: promoted vN, restored vN, registered vN (not promoted), refused (with
+    # the gate's reasons) or failed; ``gate``: the store key of the run's GateRecord.
+    outcome: str = ""
+    gate: str = ""
     created: str = ""
     updated: str = ""
 

@@ -36,6 +36,8 @@ from driftloop.formats import (
     VersionMetrics,
 )
 from driftloop.gate import GateDecision, decide
+from driftloop.gate import record as record_gate
+from driftloop.gate import restore as restore_version
 from driftloop.metrics import better, confusion, roc_points, scores
 from driftloop.registry import Registry, VersionRef
 from driftloop.rules import check_version_rules
@@ -190,7 +192,11 @@ def evaluate_on_test(model_dir: Path, test: Path, spec: DatasetSpec) -> dict:
     return out
 
 
-# 8. Gate: challenger vs baselines and the champion, on the same test window.
+# 8. Gate: challenger vs the floor, the champion and earlier versions, on the same test
+#    window; the decision is kept in the store whatever it is (driftloop.gate.record).
+EARLIER_VERSIONS = 5  # the most recent earlier versions scored beside the champion
+
+
 def gate(
     model_dir: Path,
     test: Path,
@@ -198,12 +204,20 @@ def gate(
     baseline_metrics: dict,
     store: Store,
     margin: float,
+    run_id: str = "",
+    trigger_id: str = "",
 ) -> tuple[GateDecision, dict | None]:
     df = read(test)
+    trial = trial_record(model_dir)
     challenger = scores(load_trained(model_dir).predict(df), df, spec)
     champion = champion_metrics(store, spec, df)
+    earlier = earlier_scores(store, spec, df, None if champion is None else champion["version"])
     floor = get_kind(spec.kind).floor
-    return decide(spec.metric, challenger, baseline_metrics, champion, margin, floor), champion
+    decision = decide(spec.metric, challenger, baseline_metrics, champion, margin, floor, earlier)
+    record_gate(
+        store, spec.name, decision, trial.family, baseline_metrics, champion, run_id, trigger_id
+    )
+    return decision, champion
 
 
 def champion_metrics(store: Store, spec: DatasetSpec, df: pd.DataFrame) -> dict | None:
@@ -214,6 +228,34 @@ def champion_metrics(store: Store, spec: DatasetSpec, df: pd.DataFrame) -> dict 
         return None
     champion = load_version(registry, VersionRef(spec.name, version))
     return {**scores(champion.predict(df), df, spec), "version": version}
+
+
+def earlier_scores(
+    store: Store, spec: DatasetSpec, df: pd.DataFrame, champion: int | None
+) -> dict[int, float]:
+    """The spec's metric on ``df`` of the last ``EARLIER_VERSIONS`` versions other than the
+    champion that were trained on data ending before ``df`` starts (a version trained on
+    these rows would be judged on its own training data; one with no recorded window, or
+    a test window without times, is never eligible)."""
+    if champion is None or TIME not in df.columns or df.empty:
+        return {}
+    registry, test_start = Registry(store), _naive_utc(df[TIME].min())
+    out: dict[int, float] = {}
+    for version in sorted(registry.versions(spec.name), reverse=True):
+        ref = VersionRef(spec.name, version)
+        end = registry.manifest(ref).lineage.window.end
+        if version == champion or not end or _naive_utc(end) > test_start:
+            continue
+        if len(out) == EARLIER_VERSIONS:
+            break
+        model = load_version(registry, ref)
+        out[version] = float(scores(model.predict(df), df, spec)[spec.metric])
+    return out
+
+
+def _naive_utc(t: object) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
 def load_version(registry: Registry, ref: VersionRef) -> FittedModel:
@@ -389,7 +431,9 @@ def run_inprocess(
 ) -> tuple[VersionRef | None, GateDecision]:
     """The training pipeline's steps, in the same order, in this process: no KFP, no
     subprocesses. ``trials``: ``sample_trials`` output. ``obey_gate=False`` registers the
-    challenger whatever the gate says (a calendar-retraining baseline to compare with)."""
+    challenger whatever the gate says (a calendar-retraining baseline to compare with).
+    Returns the version now served by this run's decision (registered, or an earlier one
+    restored; None when the gate refused) and the decision."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         info = ingest(spec, start, end, d / "data.parquet")
@@ -401,13 +445,21 @@ def run_inprocess(
             train_trial(d / "train.parquet", d / "val.parquet", spec, trial, d / f"trial{i}")
             models.append(d / f"trial{i}")
         best = select_best(models, spec)
-        decision, champion = gate(best, d / "test.parquet", spec, base, store, margin)
+        run_id = f"inproc-{trigger_id}" if trigger_id else "in-process"
+        decision, champion = gate(
+            best, d / "test.parquet", spec, base, store, margin, run_id, trigger_id
+        )
         if obey_gate and not decision.passed:
-            return None, decision
+            restored = (
+                restore_version(store, spec.name, decision.restore, decision.summary)
+                if promote
+                else None
+            )
+            return (None if restored is None else VersionRef(spec.name, restored)), decision
         lineage = Lineage(
             window=TimeWindow(start=start, end=end),
             dataset_sha256=info["sha256"],
-            run_id="in-process",
+            run_id=run_id,
             trigger_id=trigger_id,
             evaluation=Evaluation(baselines=base, champion=champion, gate=decision.summary),
         )

@@ -46,6 +46,7 @@ from driftloop.formats import (
     Lease,
     TriggerRecord,
     TriggerStatus,
+    gate_key,
     lease_key,
     leases_prefix,
     monitoring_prefix,
@@ -252,21 +253,35 @@ def reconcile(log: TriggerLog, backend: Backend) -> list[TriggerRecord]:
 
 
 def outcome(store: Store, trig: TriggerRecord) -> str:
-    """What the trigger's run left in the registry: ``promoted vN``, ``registered vN, not
-    promoted`` or ``nothing registered`` (the gate refused the challenger, or the run failed)."""
+    """What the trigger's run did, from the registry and the run's gate record:
+    ``promoted vN``, ``restored vN`` (an earlier version won), ``registered vN, not
+    promoted``, ``refused: <the gate's reasons>``, or ``failed before the gate`` (no gate
+    record). Also links the gate record (``trig.gate``)."""
+    from driftloop.gate import gate_records
     from driftloop.registry import Registry
 
     registry = Registry(store)
+    production = registry.alias(trig.model, "production")
+    gates = gate_records(store, trig.model, trig.id)
+    if gates:
+        trig.gate = gate_key(trig.model, gates[-1].created, gates[-1].run_id)
     mine = [
         v
         for v in registry.versions(trig.model)
         if registry.manifest(VersionRef(trig.model, v)).lineage.trigger_id == trig.id
     ]
-    if not mine:
-        return "nothing registered"
-    if registry.alias(trig.model, "production") == mine[-1]:
-        return f"promoted v{mine[-1]}"
-    return f"registered v{mine[-1]}, not promoted"
+    if mine:
+        if production == mine[-1]:
+            return f"promoted v{mine[-1]}"
+        return f"registered v{mine[-1]}, not promoted"
+    if not gates:
+        return "failed before the gate" if trig.status == "failed" else "nothing registered"
+    last = gates[-1]
+    if last.verdict == "promote":
+        return "the gate passed the challenger, but the run registered nothing (it failed)"
+    if last.verdict == "restore" and production == last.restore:
+        return f"restored v{last.restore}: " + "; ".join(last.reasons)
+    return "refused: " + "; ".join(last.reasons)
 
 
 def last_completed(triggers: list[TriggerRecord]) -> datetime | None:

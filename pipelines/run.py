@@ -142,6 +142,7 @@ class LocalRun:
     gate: str  # the gate's report (Markdown)
     root: Path | None  # the steps' outputs (kept when a workdir was given)
     log: str = ""  # kfp.local's output when run quietly (step start/finish lines)
+    restored: int | None = None  # an earlier version the gate chose over the challenger
 
 
 def run_local(
@@ -157,6 +158,7 @@ def run_local(
 
     preflight(req, store)
     before = set(Registry(store).versions(req.spec.name))
+    serving = Registry(store).alias(req.spec.name, "production")
     root = workdir or Path(tempfile.mkdtemp(prefix="driftloop-kfp-"))
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -184,11 +186,13 @@ def run_local(
     finally:
         builtins.print = original_print
     new = sorted(set(Registry(store).versions(req.spec.name)) - before)
+    now = Registry(store).alias(req.spec.name, "production")
+    restored = now if not new and now != serving else None
     reports = sorted((root / "out").glob("*/gate/report"))
     gate = reports[-1].read_text() if reports else "(no gate report)"
     if workdir is None:
         shutil.rmtree(root, ignore_errors=True)
-    return LocalRun(new[-1] if new else None, gate, workdir, sink.getvalue())
+    return LocalRun(new[-1] if new else None, gate, workdir, sink.getvalue(), restored)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """The training pipeline: ingest -> validate -> split -> baselines + N trials (ParallelFor)
 -> evaluate best -> gate -> refit on the whole window and register (only if the gate
 passed) -> deploy (only if `deploy`: canary on the InferenceService, then promote, then the
-production alias).
+production alias); if the gate refused, restore the earlier version it chose, if any.
 
 Compile:  driftloop pipeline compile        (writes pipelines/training_pipeline.yaml)
 Run:      driftloop pipeline run --local --spec data/bike_sharing.yaml
@@ -17,6 +17,7 @@ from components.gate import gate
 from components.ingest import ingest
 from components.refit import refit
 from components.register import register
+from components.restore import restore
 from components.split import split
 from components.train import train
 from components.validate import validate
@@ -88,6 +89,8 @@ def training_pipeline(
             baselines=base.outputs["Output"],
             model=best.outputs["best"],
             test=test_set,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            trigger_id=trigger_id,
         )
     )
     verdict.set_caching_options(False)  # the champion may have changed
@@ -135,3 +138,19 @@ def training_pipeline(
                 )
             )
             deployed.set_caching_options(False)  # the cluster's state is not an input
+    with dsl.Else():
+        # Refused: an earlier version that beat the champion and the challenger on the
+        # same window is served again (a no-op when the gate named none).
+        restored = _in_cluster(
+            restore(
+                spec_yaml=spec_yaml,
+                store_uri=store_uri,
+                gate_report=verdict.outputs["report"],
+                promote=promote,
+                deploy=deploy,
+                namespace=ISVC_NAMESPACE,
+                canary_percent=canary_percent,
+                timeout_seconds=DEPLOY_TIMEOUT_SECONDS,
+            )
+        )
+        restored.set_caching_options(False)

@@ -48,6 +48,7 @@ def test_every_executor_runs_the_project_image_and_installs_nothing():
             "register",
             "register-2",
             "deploy",
+            "restore",  # when the gate refused: an earlier version it chose, if any
         )
     }
     for name, ex in executors.items():
@@ -75,7 +76,8 @@ def test_parameters_and_cluster_wiring():
     assert len(params["trials"]["defaultValue"]) == 4
     assert params["deploy"]["defaultValue"] is False  # opt-in: a cluster with KServe
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for step in ("exec-ingest", "exec-gate", "exec-register", "exec-register-2", "exec-deploy"):
+    steps = ("ingest", "gate", "register", "register-2", "deploy", "restore")
+    for step in (f"exec-{s}" for s in steps):
         assert platform[step]["secretAsEnv"][0]["secretName"] == "driftloop-s3"
         assert platform[step]["configMapAsEnv"][0]["configMapName"] == "driftloop-settings"
 

@@ -4,6 +4,7 @@ and the CLI's answers to bad input: one line, exit 1, nothing registered."""
 import pytest
 
 from driftloop.cli import main
+from driftloop.gate import gate_records
 from driftloop.registry import Registry
 from driftloop.spec import load_spec
 from driftloop.store import open_store
@@ -61,6 +62,13 @@ def test_pipeline_trains_gates_registers_then_gate_protects_the_champion(toy_sto
     run = run_local(strict, store, tmp_path / "run2", quiet=True)
     assert run.version is None and "does not beat champion" in run.gate
     assert registry.versions("toy") == [1] and registry.alias("toy", "production") == 1
+    # Both decisions are kept in the store, the refusal's reasons included: the run that
+    # registered v1 is the first record's run.
+    passed, refused = gate_records(store, "toy")
+    assert (passed.verdict, refused.verdict) == ("promote", "refuse")
+    assert passed.run_id == lineage.run_id and refused.run_id not in ("", lineage.run_id)
+    assert any("does not beat champion v1" in r for r in refused.reasons)
+    assert run.restored is None
 
 
 def _cli(capsys, *args):

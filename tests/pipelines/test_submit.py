@@ -103,7 +103,7 @@ def test_kfp_backend_names_the_run_after_the_trigger_and_never_starts_it_twice(k
     kfp_api.runs[0]["state"] = "FAILED"
     reconcile(log, backend)
     failed = log.get(trig.id)
-    assert failed.status == "failed" and failed.outcome == "nothing registered"
+    assert failed.status == "failed" and failed.outcome == "failed before the gate"
     retried = fire(log, log.retryable(), backend)
     assert retried.run_name == f"bike-sharing-{trig.id}-2" and len(kfp_api.runs) == 2
     kfp_api.runs[1]["state"] = "SUCCEEDED"
