@@ -523,15 +523,97 @@ def resolve_url(url: str, objs: list[Manifest], namespace: str) -> tuple[Manifes
 
 
 def check_logger_urls(objs: list[Manifest]) -> list[str]:
+    """Every predictor logs its payloads: its ``--logger_url`` reaches a Service port."""
     out = []
     for m in find(objs, "InferenceService"):
-        url = m.obj["spec"]["predictor"].get("logger", {}).get("url", "")
-        if resolve_url(url, objs, m.namespace or "default") is None:
+        for path, c, _ in containers(m, objs):
+            if _server_name(c) != "serving":
+                continue
+            url = _flag_value(_argv(c), "--logger_url") or ""
+            if resolve_url(url, objs, m.namespace or "default") is None:
+                out.append(
+                    m.problem(
+                        f"{path}.args --logger_url",
+                        f"{url!r} reaches no Service port in the build: the payload log and "
+                        "the drift job see no traffic",
+                    )
+                )
+    return out
+
+
+# Who may write to the collector (monitoring/admission.py): the token file of each side.
+COLLECTOR_TOKEN_FLAGS = {"monitoring.collector": "--token-file", "serving": "--logger_token_file"}
+TOKEN_FILE_ENV = "DRIFTLOOP_COLLECTOR_TOKEN_FILE"
+
+
+def secret_file(c: dict[str, Any], pod: dict[str, Any], path: str) -> tuple[str, str] | None:
+    """(Secret name, key) of the file ``path`` if it is a key of a Secret volume mounted
+    read-only in the container, else None."""
+    volumes = {v["name"]: v["secret"] for v in pod.get("volumes") or [] if "secret" in v}
+    for vm in c.get("volumeMounts") or []:
+        mount = vm["mountPath"].rstrip("/")
+        if vm["name"] not in volumes or not vm.get("readOnly") or not path.startswith(mount + "/"):
+            continue
+        secret = volumes[vm["name"]]
+        name = path[len(mount) + 1 :]
+        items = secret.get("items")
+        keys = {i["path"]: i["key"] for i in items} if items else {name: name}
+        if name in keys:
+            return secret.get("secretName", "?"), keys[name]
+    return None
+
+
+def check_collector_auth(objs: list[Manifest]) -> list[str]:
+    """No unauthenticated write to the collector: it runs with a token file and without
+    ``--open-events``; every predictor that emits sends a token file; both are the same
+    key of the same mounted Secret; no InferenceService uses KServe's logger, which sends
+    no token (the collector would refuse each event with 401)."""
+    out = []
+    found: dict[tuple[str, str], list[str]] = {}
+    for m in objs:
+        if m.kind == "InferenceService" and "logger" in m.obj["spec"]["predictor"]:
             out.append(
                 m.problem(
-                    "spec.predictor.logger.url", f"{url!r} reaches no Service port in the build"
+                    "spec.predictor.logger",
+                    "KServe's logger sends no Authorization header: the collector refuses it "
+                    "(and --open-events would let anyone write); log with the predictor's "
+                    "--logger_url and --logger_token_file",
                 )
             )
+        for path, c, pod in containers(m, objs):
+            server = _server_name(c)
+            flag = COLLECTOR_TOKEN_FLAGS.get(server)
+            argv = _argv(c)
+            if flag is None or (server == "serving" and _flag_value(argv, "--logger_url") is None):
+                continue
+            if "--open-events" in argv:
+                out.append(
+                    m.problem(
+                        f"{path}.args --open-events",
+                        "admits events without a token: any pod that reaches the port may write",
+                    )
+                )
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            token_file = _flag_value(argv, flag) or env.get(TOKEN_FILE_ENV)
+            if not token_file:
+                what = "accepts posts from anyone" if flag == "--token-file" else "emits"
+                out.append(
+                    m.problem(f"{path}.args {flag}", f"missing: {server} {what} without a token")
+                )
+                continue
+            ref = secret_file(c, pod, token_file)
+            if ref is None:
+                out.append(
+                    m.problem(
+                        f"{path}.args {flag}",
+                        f"{token_file} is no key of a Secret mounted read-only in the container",
+                    )
+                )
+                continue
+            found.setdefault(ref, []).append(f"{m.kind}/{m.name}")
+    if len(found) > 1:
+        refs = "; ".join(f"Secret {s!r} key {k!r}: {', '.join(w)}" for (s, k), w in found.items())
+        out.append(f"(build): collector token: the collector and the predictors disagree: {refs}")
     return out
 
 
@@ -825,6 +907,7 @@ ALL_CHECKS = (
     check_deployment_modes,
     check_service_selectors,
     check_logger_urls,
+    check_collector_auth,
     check_service_accounts,
     check_rbac,
     check_store_settings,
