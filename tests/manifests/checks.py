@@ -617,6 +617,70 @@ def check_collector_auth(objs: list[Manifest]) -> list[str]:
     return out
 
 
+# A pod, as NetworkPolicies see it: (namespace, the namespace's labels, the pod's labels).
+Pod = tuple[str, dict[str, str], dict[str, str]]
+
+
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict[str, Any], policy_ns: str | None, pod: Pod) -> bool:
+    ns, ns_labels, labels = pod
+    if "ipBlock" in peer:  # CNI-dependent for pod addresses: assume it matches (the upper bound)
+        return True
+    ns_labels = {**ns_labels, "kubernetes.io/metadata.name": ns}
+    if "namespaceSelector" in peer:
+        if not selects(peer["namespaceSelector"], ns_labels):
+            return False
+    elif ns != policy_ns:
+        return False
+    return "podSelector" not in peer or selects(peer["podSelector"], labels)
+
+
+def _side_allows(objs: list[Manifest], direction: str, own: Pod, other: Pod, port: int) -> bool:
+    """The policies of ``own``'s namespace in the build admit traffic to/from ``other``."""
+    kind, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    policies = [
+        m
+        for m in find(objs, "NetworkPolicy")
+        if m.namespace == own[0]
+        and selects(m.obj["spec"].get("podSelector"), own[2])
+        and direction in m.obj["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not policies:
+        return True  # not isolated in this direction
+    return any(
+        (rule.get(peers) is None or any(_peer_matches(p, m.namespace, other) for p in rule[peers]))
+        and (rule.get("ports") is None or any(p.get("port") == port for p in rule["ports"]))
+        for m in policies
+        for rule in m.obj["spec"].get(kind) or []
+    )
+
+
+def network_allows(objs: list[Manifest], src: Pod, dst: Pod, port: int) -> bool:
+    """Whether the build's NetworkPolicies let ``src`` open TCP ``port`` on ``dst``: its
+    egress policies and ``dst``'s ingress policies both admit it (a namespace with no
+    policy in the build isolates nothing)."""
+    return _side_allows(objs, "Egress", src, dst, port) and _side_allows(
+        objs, "Ingress", dst, src, port
+    )
+
+
 def check_service_accounts(objs: list[Manifest]) -> list[str]:
     """Every service account a pod or RoleBinding names exists, in that namespace."""
     have = {(m.namespace, m.name) for m in find(objs, "ServiceAccount")}

@@ -289,6 +289,34 @@ def test_every_write_to_the_collector_carries_the_token(overlay):
     assert checks.check_collector_auth(objs) == []
 
 
+PRODUCER = {"driftloop.io/label-producer": "true"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_label_producers_reach_the_collector(overlay):
+    """Pods labelled driftloop.io/label-producer reach the collector's port, here or from
+    a namespace carrying the same label; unlabelled pods and namespaces do not."""
+    objs = built(overlay)
+    (dep,) = checks.find(objs, "Deployment", "driftloop-collector")
+    ((_, c, _),) = checks.containers(dep, objs)
+    port = c["ports"][0]["containerPort"]
+    collector = ("driftloop", {}, dep.obj["spec"]["template"]["metadata"]["labels"])
+    predictor = ("driftloop", {}, {"serving.kserve.io/inferenceservice": MODEL})
+
+    def reaches(src: checks.Pod) -> bool:
+        return checks.network_allows(objs, src, collector, port)
+
+    assert reaches(("driftloop", {}, PRODUCER))
+    assert reaches(("shop", PRODUCER, PRODUCER))  # an opted-in namespace
+    assert reaches(predictor)  # the payload events still arrive
+    assert not reaches(("driftloop", {}, {"app": "other"}))
+    assert not reaches(("shop", {}, PRODUCER))  # its namespace is not opted in
+    assert not reaches(("shop", PRODUCER, {"app": "other"}))  # nor is every pod there
+    assert not checks.network_allows(objs, ("driftloop", {}, PRODUCER), collector, 9090)
+    # The policies are not vacuous: without them everything would reach everything.
+    assert checks.network_allows([], ("driftloop", {}, {"app": "other"}), collector, port)
+
+
 def test_canary_only_where_the_component_is_picked():
     def canary(overlay):
         (isvc,) = checks.find(built(overlay), "InferenceService", MODEL)
