@@ -523,16 +523,162 @@ def resolve_url(url: str, objs: list[Manifest], namespace: str) -> tuple[Manifes
 
 
 def check_logger_urls(objs: list[Manifest]) -> list[str]:
+    """Every predictor logs its payloads: its ``--logger_url`` reaches a Service port."""
     out = []
     for m in find(objs, "InferenceService"):
-        url = m.obj["spec"]["predictor"].get("logger", {}).get("url", "")
-        if resolve_url(url, objs, m.namespace or "default") is None:
+        for path, c, _ in containers(m, objs):
+            if _server_name(c) != "serving":
+                continue
+            url = _flag_value(_argv(c), "--logger_url") or ""
+            if resolve_url(url, objs, m.namespace or "default") is None:
+                out.append(
+                    m.problem(
+                        f"{path}.args --logger_url",
+                        f"{url!r} reaches no Service port in the build: the payload log and "
+                        "the drift job see no traffic",
+                    )
+                )
+    return out
+
+
+# Who may write to the collector (monitoring/admission.py): the token file of each side.
+COLLECTOR_TOKEN_FLAGS = {"monitoring.collector": "--token-file", "serving": "--logger_token_file"}
+TOKEN_FILE_ENV = "DRIFTLOOP_COLLECTOR_TOKEN_FILE"
+
+
+def secret_file(c: dict[str, Any], pod: dict[str, Any], path: str) -> tuple[str, str] | None:
+    """(Secret name, key) of the file ``path`` if it is a key of a Secret volume mounted
+    read-only in the container, else None."""
+    volumes = {v["name"]: v["secret"] for v in pod.get("volumes") or [] if "secret" in v}
+    for vm in c.get("volumeMounts") or []:
+        mount = vm["mountPath"].rstrip("/")
+        if vm["name"] not in volumes or not vm.get("readOnly") or not path.startswith(mount + "/"):
+            continue
+        secret = volumes[vm["name"]]
+        name = path[len(mount) + 1 :]
+        items = secret.get("items")
+        keys = {i["path"]: i["key"] for i in items} if items else {name: name}
+        if name in keys:
+            return secret.get("secretName", "?"), keys[name]
+    return None
+
+
+def check_collector_auth(objs: list[Manifest]) -> list[str]:
+    """No unauthenticated write to the collector: it runs with a token file and without
+    ``--open-events``; every predictor that emits sends a token file; both are the same
+    key of the same mounted Secret; no InferenceService uses KServe's logger, which sends
+    no token (the collector would refuse each event with 401)."""
+    out = []
+    found: dict[tuple[str, str], list[str]] = {}
+    for m in objs:
+        if m.kind == "InferenceService" and "logger" in m.obj["spec"]["predictor"]:
             out.append(
                 m.problem(
-                    "spec.predictor.logger.url", f"{url!r} reaches no Service port in the build"
+                    "spec.predictor.logger",
+                    "KServe's logger sends no Authorization header: the collector refuses it "
+                    "(and --open-events would let anyone write); log with the predictor's "
+                    "--logger_url and --logger_token_file",
                 )
             )
+        for path, c, pod in containers(m, objs):
+            server = _server_name(c)
+            flag = COLLECTOR_TOKEN_FLAGS.get(server)
+            argv = _argv(c)
+            if flag is None or (server == "serving" and _flag_value(argv, "--logger_url") is None):
+                continue
+            if "--open-events" in argv:
+                out.append(
+                    m.problem(
+                        f"{path}.args --open-events",
+                        "admits events without a token: any pod that reaches the port may write",
+                    )
+                )
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            token_file = _flag_value(argv, flag) or env.get(TOKEN_FILE_ENV)
+            if not token_file:
+                what = "accepts posts from anyone" if flag == "--token-file" else "emits"
+                out.append(
+                    m.problem(f"{path}.args {flag}", f"missing: {server} {what} without a token")
+                )
+                continue
+            ref = secret_file(c, pod, token_file)
+            if ref is None:
+                out.append(
+                    m.problem(
+                        f"{path}.args {flag}",
+                        f"{token_file} is no key of a Secret mounted read-only in the container",
+                    )
+                )
+                continue
+            found.setdefault(ref, []).append(f"{m.kind}/{m.name}")
+    if len(found) > 1:
+        refs = "; ".join(f"Secret {s!r} key {k!r}: {', '.join(w)}" for (s, k), w in found.items())
+        out.append(f"(build): collector token: the collector and the predictors disagree: {refs}")
     return out
+
+
+# A pod, as NetworkPolicies see it: (namespace, the namespace's labels, the pod's labels).
+Pod = tuple[str, dict[str, str], dict[str, str]]
+
+
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict[str, Any], policy_ns: str | None, pod: Pod) -> bool:
+    ns, ns_labels, labels = pod
+    if "ipBlock" in peer:  # CNI-dependent for pod addresses: assume it matches (the upper bound)
+        return True
+    ns_labels = {**ns_labels, "kubernetes.io/metadata.name": ns}
+    if "namespaceSelector" in peer:
+        if not selects(peer["namespaceSelector"], ns_labels):
+            return False
+    elif ns != policy_ns:
+        return False
+    return "podSelector" not in peer or selects(peer["podSelector"], labels)
+
+
+def _side_allows(objs: list[Manifest], direction: str, own: Pod, other: Pod, port: int) -> bool:
+    """The policies of ``own``'s namespace in the build admit traffic to/from ``other``."""
+    kind, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    policies = [
+        m
+        for m in find(objs, "NetworkPolicy")
+        if m.namespace == own[0]
+        and selects(m.obj["spec"].get("podSelector"), own[2])
+        and direction in m.obj["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not policies:
+        return True  # not isolated in this direction
+    return any(
+        (rule.get(peers) is None or any(_peer_matches(p, m.namespace, other) for p in rule[peers]))
+        and (rule.get("ports") is None or any(p.get("port") == port for p in rule["ports"]))
+        for m in policies
+        for rule in m.obj["spec"].get(kind) or []
+    )
+
+
+def network_allows(objs: list[Manifest], src: Pod, dst: Pod, port: int) -> bool:
+    """Whether the build's NetworkPolicies let ``src`` open TCP ``port`` on ``dst``: its
+    egress policies and ``dst``'s ingress policies both admit it (a namespace with no
+    policy in the build isolates nothing)."""
+    return _side_allows(objs, "Egress", src, dst, port) and _side_allows(
+        objs, "Ingress", dst, src, port
+    )
 
 
 def check_service_accounts(objs: list[Manifest]) -> list[str]:
@@ -825,6 +971,7 @@ ALL_CHECKS = (
     check_deployment_modes,
     check_service_selectors,
     check_logger_urls,
+    check_collector_auth,
     check_service_accounts,
     check_rbac,
     check_store_settings,

@@ -89,9 +89,13 @@ def test_unknown_kubernetes_field_is_refused(tree):
 
 
 def test_inference_service_schema_failure_names_object_and_field(tree):
-    edit(tree / "manifests/base/serving.yaml", "mode: all", "mode: everything")
+    edit(
+        tree / "manifests/base/serving.yaml",
+        "    minReplicas: 1\n",
+        "    minReplicas: 1\n    scaleMetric: everything\n",
+    )
     assert (
-        "manifests/base/serving.yaml InferenceService/bike-sharing: spec.predictor.logger.mode: "
+        "manifests/base/serving.yaml InferenceService/bike-sharing: spec.predictor.scaleMetric: "
         "'everything' is not one of"
     ) in problems(tree)
 
@@ -146,10 +150,84 @@ def test_missing_limits_and_seccomp_are_refused(tree):
 def test_logger_url_to_a_wrong_port_is_refused(tree):
     edit(
         tree / "manifests/base/serving.yaml",
-        "url: http://driftloop-collector.driftloop.svc.cluster.local",
-        "url: http://driftloop-collector.driftloop.svc.cluster.local:8080",
+        "- http://driftloop-collector.driftloop.svc.cluster.local/",
+        "- http://driftloop-collector.driftloop.svc.cluster.local:8080/",
     )
-    assert "InferenceService/bike-sharing: spec.predictor.logger.url: " in problems(tree)
+    assert (
+        "InferenceService/bike-sharing: spec.predictor.containers[kserve-container].args "
+        "--logger_url: 'http://driftloop-collector.driftloop.svc.cluster.local:8080/' reaches "
+        "no Service port"
+    ) in problems(tree)
+
+
+# --- who may write to the collector --------------------------------------------------------
+
+TOKEN_ARGS = ",\n                 --token-file, /var/run/secrets/driftloop/collector/token]"
+COLLECTOR = "Deployment/driftloop-collector: spec.template.spec.containers[collector].args"
+PREDICTOR = "InferenceService/bike-sharing: spec.predictor.containers[kserve-container].args"
+
+
+def test_collector_without_a_token_file_is_refused(tree):
+    edit(tree / "manifests/base/collector.yaml", TOKEN_ARGS, "]")
+    msg = problems(tree)
+    assert (
+        f"manifests/base/collector.yaml {COLLECTOR} --token-file: missing: "
+        "monitoring.collector accepts posts from anyone without a token"
+    ) in msg
+
+
+def test_collector_admitting_open_events_is_refused(tree):
+    edit(
+        tree / "manifests/base/collector.yaml",
+        TOKEN_ARGS,
+        TOKEN_ARGS.replace("]", ", --open-events]"),
+    )
+    assert f"{COLLECTOR} --open-events: admits events without a token" in problems(tree, "prod")
+
+
+def test_predictor_emitting_without_a_token_file_is_refused(tree):
+    edit(
+        tree / "manifests/base/serving.yaml",
+        "        - --logger_token_file\n        - /var/run/secrets/driftloop/collector/token\n",
+        "",
+    )
+    assert f"{PREDICTOR} --logger_token_file: missing: serving emits without a token" in problems(
+        tree
+    )
+
+
+def test_token_file_outside_the_mounted_secret_is_refused(tree):
+    edit(
+        tree / "manifests/base/serving.yaml",
+        "        - /var/run/secrets/driftloop/collector/token\n",
+        "        - /tmp/token\n",
+    )
+    assert (
+        f"{PREDICTOR} --logger_token_file: /tmp/token is no key of a Secret mounted read-only"
+    ) in problems(tree)
+
+
+def test_collector_and_predictor_on_different_secrets_are_refused(tree):
+    edit(
+        tree / "manifests/base/collector.yaml",
+        "            secretName: driftloop-collector-token\n",
+        "            secretName: other-token\n",
+    )
+    msg = problems(tree)
+    assert "collector token: the collector and the predictors disagree" in msg
+    assert "Secret 'other-token' key 'token': Deployment/driftloop-collector" in msg
+
+
+def test_kserve_logger_is_refused(tree):
+    edit(
+        tree / "manifests/base/serving.yaml",
+        "    minReplicas: 1\n",
+        "    minReplicas: 1\n    logger: {mode: all, url: http://driftloop-collector}\n",
+    )
+    assert (
+        "manifests/base/serving.yaml InferenceService/bike-sharing: spec.predictor.logger: "
+        "KServe's logger sends no Authorization header"
+    ) in problems(tree)
 
 
 def test_service_selecting_nothing_is_refused(tree):

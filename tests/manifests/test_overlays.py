@@ -197,6 +197,11 @@ def test_entrypoints_match_the_image_contract():
         "8080",
         "--grpc_port",
         "8081",
+        "--logger_url",
+        "http://driftloop-collector.driftloop.svc.cluster.local/",
+        "--logger_token_file",
+        "/var/run/secrets/driftloop/collector/token",
+        "--namespace={{.Namespace}}",  # KServe fills in the InferenceService's namespace
     ]
     (isvc,) = checks.find(objs, "InferenceService", MODEL)
     ((_, predictor, _),) = checks.containers(isvc, objs)
@@ -216,6 +221,8 @@ def test_entrypoints_match_the_image_contract():
         "8080",
         "--data-dir",
         "/var/lib/driftloop/wal",
+        "--token-file",
+        "/var/run/secrets/driftloop/collector/token",
     ]
     # The root filesystem is read-only: the write-ahead log must be on a volume of its own.
     assert {"name": "wal", "mountPath": "/var/lib/driftloop/wal"} in c["volumeMounts"]
@@ -246,14 +253,68 @@ def test_inference_service_serves_a_registry_version_and_logs_to_the_collector(o
         r"s3://[^/]+/.+/models/bike-sharing/versions/\d+", pred["model"]["storageUri"]
     )
     assert pred["model"]["runtime"] == "driftloop"
-    assert pred["logger"]["mode"] == "all"
-    svc, port = checks.resolve_url(pred["logger"]["url"], objs, isvc.namespace)
+    # The predictor's own emitter logs (with the token); KServe's logger could not send one.
+    assert "logger" not in pred
+    ((_, predictor, _),) = checks.containers(isvc, objs)
+    url = checks._flag_value(predictor["args"], "--logger_url")
+    svc, port = checks.resolve_url(url, objs, isvc.namespace)
     assert (svc.name, svc.namespace, port) == ("driftloop-collector", "driftloop", 80)
+    assert checks._flag_value(predictor["args"], "--namespace") == "driftloop"  # ce-namespace
     assert svc.obj["spec"]["ports"][0]["targetPort"] == 8080
     assert 1 <= pred["minReplicas"] <= pred["maxReplicas"]
     (sa,) = checks.find(objs, "ServiceAccount", pred["serviceAccountName"])
     assert sa.obj["secrets"] == [{"name": "driftloop-s3"}]
     assert isvc.obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_write_to_the_collector_carries_the_token(overlay):
+    """The collector requires the token of Secret driftloop-collector-token (no
+    --open-events), the predictor sends that same key, the drift job (which never
+    posts) does not mount it, and no Secret value is in the build."""
+    objs = built(overlay)
+    (dep,) = checks.find(objs, "Deployment", "driftloop-collector")
+    (isvc,) = checks.find(objs, "InferenceService", MODEL)
+    (cron,) = checks.find(objs, "CronJob", "driftloop-drift")
+    ((_, collector, cpod),) = checks.containers(dep, objs)
+    ((_, predictor, ppod),) = checks.containers(isvc, objs)
+    ((_, drift, dpod),) = checks.containers(cron, objs)
+    want = ("driftloop-collector-token", "token")
+    path = checks._flag_value(collector["args"], "--token-file")
+    assert checks.secret_file(collector, cpod, path) == want
+    assert "--open-events" not in collector["args"]
+    path = checks._flag_value(predictor["args"], "--logger_token_file")
+    assert checks.secret_file(predictor, ppod, path) == want
+    assert secret_dir(drift, dpod, "driftloop-collector-token") is None
+    assert checks.check_collector_auth(objs) == []
+
+
+PRODUCER = {"driftloop.io/label-producer": "true"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_label_producers_reach_the_collector(overlay):
+    """Pods labelled driftloop.io/label-producer reach the collector's port, here or from
+    a namespace carrying the same label; unlabelled pods and namespaces do not."""
+    objs = built(overlay)
+    (dep,) = checks.find(objs, "Deployment", "driftloop-collector")
+    ((_, c, _),) = checks.containers(dep, objs)
+    port = c["ports"][0]["containerPort"]
+    collector = ("driftloop", {}, dep.obj["spec"]["template"]["metadata"]["labels"])
+    predictor = ("driftloop", {}, {"serving.kserve.io/inferenceservice": MODEL})
+
+    def reaches(src: checks.Pod) -> bool:
+        return checks.network_allows(objs, src, collector, port)
+
+    assert reaches(("driftloop", {}, PRODUCER))
+    assert reaches(("shop", PRODUCER, PRODUCER))  # an opted-in namespace
+    assert reaches(predictor)  # the payload events still arrive
+    assert not reaches(("driftloop", {}, {"app": "other"}))
+    assert not reaches(("shop", {}, PRODUCER))  # its namespace is not opted in
+    assert not reaches(("shop", PRODUCER, {"app": "other"}))  # nor is every pod there
+    assert not checks.network_allows(objs, ("driftloop", {}, PRODUCER), collector, 9090)
+    # The policies are not vacuous: without them everything would reach everything.
+    assert checks.network_allows([], ("driftloop", {}, {"app": "other"}), collector, port)
 
 
 def test_canary_only_where_the_component_is_picked():
