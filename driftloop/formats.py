@@ -553,6 +553,7 @@ class WindowRecord(_Format):
     recent_drift_share: float | None = None  # vs the previous window (not the reference)
     trigger_id: str | None = None
     trigger_status: str | None = None
+    trigger_outcome: str | None = None  # once its run settled: promoted / refused: ... / ...
     report_key: str
     drift: DriftRecord
     sample: dict[str, Any] | None = None

@@ -181,6 +181,7 @@ def run_window(
         recent_drift_share=measures.recent_drift_share,
         trigger_id=fired.id if fired else None,
         trigger_status=fired.status if fired else None,
+        trigger_outcome=(fired.outcome or None) if fired else None,
         report_key=f"{prefix}/{WINDOW_REPORT}",
         drift=DriftRecord.model_validate(drift.to_dict()),
         sample=report["sample"],

@@ -106,7 +106,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 retrain_days=args.retrain_days,
                 report_rows=args.report_rows,
             )
-            trig = f" trigger={r.trigger_id} ({r.trigger_status})" if r.trigger_id else ""
+            said = _outcome(r.trigger_status, r.trigger_outcome)
+            trig = f" trigger={r.trigger_id} ({said})" if r.trigger_id else ""
             print(
                 f"{args.model} v{r.version} {args.endpoint} [{start:%Y-%m-%d %H:%M}, "
                 f"{end:%Y-%m-%d %H:%M}) rows={r.rows} drifted={r.drifted_share:.2f} "
@@ -116,6 +117,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.every is None:
                 return 0
             time.sleep(args.every)
+
+
+def _outcome(status: str | None, outcome: str | None) -> str:
+    """``running``, or once the run settled what it did: ``promoted v3``, ``restored v1``,
+    ``refused: <the gate's reasons>``, ``failed: <error>``: never just "succeeded" for a
+    run whose challenger the gate refused."""
+    return outcome or str(status)
 
 
 # Bounds on the numbers a job accepts: beyond them a window or a retraining period cannot

@@ -401,7 +401,11 @@ def window_rows(config: BacktestConfig, out: dict[str, Any]) -> list[WindowRow]:
         metric = {
             k: float(score(truth[mask], f[mask], spec)[spec.metric]) for k, f in frames.items()
         }
-        event = f"v{w['promoted']} promoted" if w["promoted"] else (w["outcome"] or "")
+        said = (w["outcome"] or "").partition(": ")[0]  # the reasons are in ``gate``
+        restored = said.startswith("restored")
+        event = (
+            f"v{w['promoted']} {'restored' if restored else 'promoted'}" if w["promoted"] else said
+        )
         rows.append(
             WindowRow(
                 start=w["start"],

@@ -293,13 +293,15 @@ def _window(store, registry, policy, backend, replay, served, start, end) -> Win
     after = registry.alias(MODEL, "production")
     if r.trigger_id:
         trig = TriggerLog(store, MODEL).get(r.trigger_id)
+        verdict, _, why = (trig.outcome or "").partition(": ")
+        row.gate = why
         if after != before:
-            row.event = f"v{after} promoted"
+            row.event = f"v{after} {'restored' if verdict.startswith('restored') else 'promoted'}"
             replay.wait_version(after)
         elif trig.status == "failed":
             row.event = f"run failed: {(trig.error or '')[:80]}"
         else:
-            row.event = f"refused by the gate ({trig.outcome or 'not promoted'})"
+            row.event = f"refused by the gate ({verdict or 'not promoted'})"
     return row
 
 

@@ -223,3 +223,12 @@ def test_bad_job_flags_are_one_line(tmp_path, capsys, flags, message):
     code = main(["--store", str(tmp_path / "store"), "--model", MODEL, *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and message in err[0], err
+
+
+def test_the_job_line_says_what_the_run_did_not_just_that_it_finished():
+    from monitoring.job import _outcome
+
+    refused = "refused: rmse 90 does not beat champion v1 70 by margin 0.0%"
+    assert _outcome("succeeded", refused) == refused
+    assert _outcome("succeeded", "promoted v2") == "promoted v2"
+    assert _outcome("running", None) == "running"
