@@ -49,7 +49,7 @@ from driftloop.payloads import write_labels, write_log_frame
 from driftloop.policy import DriftPolicy
 from driftloop.registry import Registry, VersionRef
 from driftloop.settings import Settings, load_settings
-from driftloop.spec import DatasetSpec, load_spec
+from driftloop.spec import LOWER_IS_BETTER, DatasetSpec, load_spec
 from driftloop.steps import load_version, run_inprocess, sample_trials
 from driftloop.store import Store, open_store
 from driftloop.trigger import TriggerLog
@@ -289,6 +289,7 @@ def _loop(
                     "quality": record.quality,
                     "trigger": record.trigger,
                     "reasons": record.reasons,
+                    "estimated": record.estimated,
                     "gate": backend.outcomes.get(trig.run_id, "") if trig else "",
                     "outcome": trig.outcome if trig else "",
                     "status": trig.status if trig else "",
@@ -382,7 +383,29 @@ def summarise(config: BacktestConfig, out: dict[str, Any]) -> dict[str, Any]:
     for name in CALENDAR_FAMILY:
         if name in res:
             summary["calendar_retrains"] = len(res[name]["retrains"])
+    if "driftloop" in res:
+        summary["estimate_within_share"] = estimate_within_share(config, out)
     return summary
+
+
+# How close a label-free estimate must come to the quality realised once the labels are in
+# (the loop issue's goal): 0.05 absolute for F1 / ROC-AUC / accuracy, 20 % of the RMSE/MAE.
+ESTIMATE_TOLERANCE = {"absolute": 0.05, "relative": 0.20}
+
+
+def estimate_within_share(config: BacktestConfig, out: dict[str, Any]) -> float | None:
+    """The share of the loop's windows whose label-free estimate (made at job time, before
+    most labels arrived) came within ``ESTIMATE_TOLERANCE`` of the quality realised on that
+    window's served rows; None when no window had an estimate."""
+    hits = []
+    for r in window_rows(config, out):
+        est, real = r.estimated, r.served
+        if est is None or real is None or np.isnan(est) or np.isnan(real):
+            continue
+        lower = r.metric in LOWER_IS_BETTER
+        limit = ESTIMATE_TOLERANCE["relative"] * real if lower else ESTIMATE_TOLERANCE["absolute"]
+        hits.append(abs(est - real) <= limit)
+    return round(sum(hits) / len(hits), 3) if hits else None
 
 
 def window_rows(config: BacktestConfig, out: dict[str, Any]) -> list[WindowRow]:
@@ -418,6 +441,7 @@ def window_rows(config: BacktestConfig, out: dict[str, Any]) -> list[WindowRow]:
                 drifted_share=w["drifted_share"],
                 signals=[r for r in w["reasons"] if r[0].isalpha()][:3],
                 decision="TRIGGER" if w["trigger"] else "-",
+                estimated=(w.get("estimated") or {}).get(spec.metric),
                 gate=w["gate"],
                 event=event,
                 others={k: v for k, v in metric.items() if k != "driftloop"},
