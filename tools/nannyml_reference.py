@@ -9,8 +9,9 @@ in the lock). Run this in a scratch venv outside the repository::
     /tmp/nml/bin/pip install nannyml==0.13.1 statsmodels "pandas<3"
     NML_DISABLE_USAGE_LOGGING=1 /tmp/nml/bin/python tools/nannyml_reference.py
 
-(nannyml 0.13.1 imports statsmodels without declaring it, and breaks on pandas 3; the
-fixture was written with numpy 2.4.6, pandas 2.3.3, scikit-learn 1.9.1, lightgbm 4.5.0.)
+(nannyml 0.13.1 imports statsmodels without declaring it; pandas is held below 3, as in
+the project's lock. The fixture was written with numpy 2.4.6, pandas 2.3.3, scikit-learn
+1.9.1, lightgbm 4.5.0, and this script rewrites it byte for byte.)
 
 The example is seeded and synthetic; every input is rounded *before* NannyML sees it and
 stored in the fixture as it was given, so the test needs neither this script nor the
