@@ -17,7 +17,7 @@ from driftloop.data import read_uri
 from driftloop.errors import ConfigError, DataError, DriftloopError
 from driftloop.registry import Registry
 from driftloop.spec import DatasetSpec
-from driftloop.steps import default_family, sample_trials, spec_to_text
+from driftloop.steps import default_trials, spec_to_text
 from driftloop.store import Store
 
 COMPILED = Path(__file__).with_name("training_pipeline.yaml")
@@ -67,8 +67,7 @@ class RunRequest:
             raise ConfigError(f"--canary must be in 1..100, not {self.canary_percent}")
 
     def arguments(self) -> dict:
-        family = default_family(self.spec.kind)
-        trials = self.trials or sample_trials(self.n_trials, self.seed, family)
+        trials = self.trials or default_trials(self.spec.kind, self.n_trials, self.seed)
         return {
             "spec_yaml": spec_to_text(self.spec),
             "store_uri": self.store_uri,

@@ -21,7 +21,7 @@ from components.restore import restore
 from components.split import split
 from components.train import train
 from components.validate import validate
-from driftloop.steps import sample_trials
+from driftloop.steps import default_trials
 
 PIPELINE_NAME = "driftloop-training"
 S3_SECRET = "driftloop-s3"  # keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (see manifests)
@@ -61,7 +61,7 @@ def training_pipeline(
     store_uri: str = "s3://driftloop/store",
     start: str = "",
     end: str = "",
-    trials: list = sample_trials(4),  # noqa: B008 - {family, params}: the search space, sampled once
+    trials: list = default_trials("tabular", 4),  # noqa: B008 - {family, params}, sampled once
     margin: float = 0.0,
     promote: bool = True,
     trigger_id: str = "",

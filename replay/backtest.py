@@ -50,7 +50,7 @@ from driftloop.policy import DriftPolicy
 from driftloop.registry import Registry, VersionRef
 from driftloop.settings import Settings, load_settings
 from driftloop.spec import LOWER_IS_BETTER, DatasetSpec, load_spec
-from driftloop.steps import load_version, run_inprocess, sample_trials
+from driftloop.steps import default_trials, load_version, run_inprocess, sample_trials
 from driftloop.store import Store, open_store
 from driftloop.trigger import TriggerLog
 from replay.dashboard import WindowRow, dashboard, plot, table
@@ -59,11 +59,10 @@ STRATEGIES = ("driftloop", "static", "calendar_torch", "calendar_lgbm")
 CALENDAR_FAMILY = {"calendar_torch": "tabular-torch", "calendar_lgbm": "tabular-lgbm"}
 
 
-def candidates(n_lgbm: int = 2, n_torch: int = 2, seed: int = 0) -> list[dict[str, Any]]:
-    """The loop's default competing trials: gradient-boosted trees and the torch MLP."""
-    return sample_trials(n_lgbm, seed, "tabular-lgbm") + sample_trials(
-        n_torch, seed, "tabular-torch"
-    )
+def candidates(n: int = 4, seed: int = 0) -> list[dict[str, Any]]:
+    """The loop's competing trials: the pipeline's own default for tabular data
+    (gradient-boosted trees and the torch MLP)."""
+    return default_trials("tabular", n, seed)
 
 
 class BacktestConfig(BaseModel):
