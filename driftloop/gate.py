@@ -62,9 +62,14 @@ def decide(
     margin: float,
     floor_name: str = FLOOR,
     earlier: dict[int, float] | None = None,
+    judged: dict[str, float] | None = None,
+    note: str = "",
 ) -> GateDecision:
-    """``earlier``: scores of earlier registered versions on the same test window."""
+    """``earlier``: scores of earlier registered versions; ``judged``: the challenger's
+    metrics on the rows the champion and earlier versions were scored on, when that is
+    not the whole test window (``note`` says which: ``steps.unseen_by_champion``)."""
     score, earlier = challenger[metric], dict(earlier or {})
+    versus = (judged or challenger)[metric]  # the challenger's score beside the champion's
     reasons, passed = [], True
     floor = baselines.get(floor_name, {}).get(metric)
     if floor is not None:
@@ -74,17 +79,19 @@ def decide(
             f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} the floor, the "
             f"{floor_name} baseline {floor:.4g}"
         )
+    if note:
+        reasons.append(note)
     if champion is not None:
-        ok = better(metric, score, champion[metric], margin)
+        ok = better(metric, versus, champion[metric], margin)
         passed &= ok
         reasons.append(
-            f"{metric} {score:.4g} {'beats' if ok else 'does not beat'} champion "
+            f"{metric} {versus:.4g} {'beats' if ok else 'does not beat'} champion "
             f"v{champion.get('version', '?')} {champion[metric]:.4g} by margin {margin:.1%}"
         )
     else:
         reasons.append("no champion in production")
     restore = _best_earlier(metric, earlier, champion, floor, margin)
-    if restore is not None and (not passed or better(metric, earlier[restore], score)):
+    if restore is not None and (not passed or better(metric, earlier[restore], versus)):
         reasons.append(
             f"earlier v{restore} {earlier[restore]:.4g} on the same window clears the floor, "
             f"beats the champion by the margin and beats the challenger: restore v{restore}"

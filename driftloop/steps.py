@@ -220,16 +220,55 @@ def gate(
     trigger_id: str = "",
 ) -> tuple[GateDecision, dict | None]:
     df = read(test)
-    trial = trial_record(model_dir)
-    challenger = scores(load_trained(model_dir).predict(df), df, spec)
-    champion = champion_metrics(store, spec, df)
-    earlier = earlier_scores(store, spec, df, None if champion is None else champion["version"])
+    trial, model = trial_record(model_dir), load_trained(model_dir)
+    challenger = scores(model.predict(df), df, spec)
+    judged, note = unseen_by_champion(store, spec, df)
+    champion = champion_metrics(store, spec, judged)
+    on_judged = challenger if judged is df else scores(model.predict(judged), judged, spec)
+    earlier = earlier_scores(store, spec, judged, None if champion is None else champion["version"])
     floor = get_kind(spec.kind).floor
-    decision = decide(spec.metric, challenger, baseline_metrics, champion, margin, floor, earlier)
+    decision = decide(
+        spec.metric, challenger, baseline_metrics, champion, margin, floor, earlier, on_judged, note
+    )
     record_gate(
         store, spec.name, decision, trial.family, baseline_metrics, champion, run_id, trigger_id
     )
     return decision, champion
+
+
+# Rows of the test window the champion never trained on, below which it is judged on the
+# whole window (and the verdict says it saw part of it).
+MIN_JUDGED_ROWS = 50
+
+
+def unseen_by_champion(
+    store: Store, spec: DatasetSpec, df: pd.DataFrame
+) -> tuple[pd.DataFrame, str]:
+    """The test rows after the production version's training window ended, and a note for
+    the verdict. A champion refit on the start of this test window (a retrain soon after
+    the last one) would be judged on its own training rows and look better than it
+    serves, keeping a stale model in production; challenger, champion and earlier
+    versions are compared on the rows none of them saw."""
+    registry = Registry(store)
+    version = registry.alias(spec.name, "production")
+    if version is None or TIME not in df.columns or df.empty:
+        return df, ""
+    end = registry.manifest(VersionRef(spec.name, version)).lineage.window.end
+    if not end:
+        return df, ""
+    cut = _naive_utc(end)
+    if cut <= _naive_utc(df[TIME].min()):
+        return df, ""
+    unseen = df[df[TIME] >= cut].reset_index(drop=True)
+    if len(unseen) < MIN_JUDGED_ROWS:
+        return df, (
+            f"v{version} trained on all but {len(unseen)} of the {len(df)} test rows (its "
+            f"window ends {end}): compared on all of them, where it is flattered"
+        )
+    return unseen, (
+        f"compared with the champion on the {len(unseen)} of {len(df)} test rows after "
+        f"v{version}'s training window ended ({end})"
+    )
 
 
 def champion_metrics(store: Store, spec: DatasetSpec, df: pd.DataFrame) -> dict | None:

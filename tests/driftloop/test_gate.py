@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from driftloop.data import TIME
 from driftloop.formats import TimeWindow, TriggerRecord
 from driftloop.gate import decide, gate_records, restore
 from driftloop.registry import Registry
@@ -20,6 +21,7 @@ from driftloop.steps import (
     sample_trials,
     split,
     train_trial,
+    unseen_by_champion,
 )
 from driftloop.store import LocalStore
 from driftloop.trigger import outcome
@@ -130,6 +132,13 @@ def regimes(tmp_path_factory):
     return spec, store, p3, trials
 
 
+def _copy(store, root: Path) -> LocalStore:
+    copy = LocalStore(root)
+    for key in store.list("models"):
+        copy.put(key, store.get(key))
+    return copy
+
+
 def _bad_challenger(spec, p3, trials, d: Path) -> Path:
     """The third period's pipeline steps, with a challenger trained on shuffled targets."""
     ingest(spec, p3, "", d / "data.parquet")
@@ -180,9 +189,7 @@ def test_the_gate_restores_an_earlier_version_and_keeps_its_record(regimes, tmp_
 
 def test_a_version_trained_on_the_test_window_is_not_a_candidate(regimes, tmp_path):
     spec, store, p3, trials = regimes
-    copy = LocalStore(tmp_path / "store")
-    for key in store.list("models"):
-        copy.put(key, store.get(key))
+    copy = _copy(store, tmp_path / "store")
     # v3 saw every row of the third period, the test window included: judged on its own
     # training data it would look perfect, so it is not scored at all.
     run_inprocess(spec, copy, p3, "2100-01-01", trials, promote=False, obey_gate=False)
@@ -192,3 +199,36 @@ def test_a_version_trained_on_the_test_window_is_not_a_candidate(regimes, tmp_pa
     assert set(earlier_scores(copy, spec, df, champion=2)) == {1}
     assert earlier_scores(copy, spec, df, champion=None) == {}
     assert challenger.exists()
+
+
+def test_a_champion_is_judged_on_rows_it_never_trained_on(regimes, tmp_path):
+    spec, store, p3, _ = regimes
+    store = _copy(store, tmp_path / "store")
+    Registry(store).promote("toy", 2)  # trained on [p2, p3); another test restores v1
+    ingest(spec, "", "", tmp_path / "all.parquet")
+    df = pd.read_parquet(tmp_path / "all.parquet")
+    cut = pd.Timestamp(p3)
+    window = df[
+        (df[TIME] >= cut - pd.Timedelta(hours=100)) & (df[TIME] < cut + pd.Timedelta(hours=200))
+    ]
+    judged, note = unseen_by_champion(store, spec, window.reset_index(drop=True))
+    assert len(judged) == 200 and judged[TIME].min() == cut
+    assert note.startswith("compared with the champion on the 200 of 300 test rows after v2")
+    # Too few unseen rows: the whole window, and the verdict says the champion is flattered.
+    few = df[
+        (df[TIME] >= cut - pd.Timedelta(hours=100)) & (df[TIME] < cut + pd.Timedelta(hours=10))
+    ]
+    judged, note = unseen_by_champion(store, spec, few.reset_index(drop=True))
+    assert len(judged) == 110 and "trained on all but 10 of the 110 test rows" in note
+    # A test window entirely after the champion's: nothing to say.
+    after = df[df[TIME] >= cut].reset_index(drop=True)
+    judged, note = unseen_by_champion(store, spec, after)
+    assert judged is after and note == ""
+
+
+def test_the_champion_comparison_uses_the_judged_rows():
+    champion = {"rmse": 60.0, "version": 2}
+    # On the whole window the challenger scores 65 (worse), on the rows the champion never
+    # saw 55 (better): it is judged on the latter, and the note says so.
+    d = decide("rmse", {"rmse": 65.0}, BASE, champion, 0.0, judged={"rmse": 55.0}, note="N")
+    assert d.passed and "rmse 55 beats champion v2 60" in d.summary and "N" in d.reasons
