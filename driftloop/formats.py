@@ -720,3 +720,7 @@ class TrialRecord(_Format):
     epochs: int | None = None
     validation: dict[str, float]
     refit_rows: int | None = None  # set once the recipe was refit on the whole window
+    # A warm-started trial: the production version it fine-tuned (its files are kept in
+    # ``warm_start/`` beside the model, for the refit to start from the same weights).
+    warm_start: int | None = None
+    error: str = ""  # the trial failed to train: why (no model; the others compete)

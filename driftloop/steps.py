@@ -25,7 +25,7 @@ from driftloop import __version__
 from driftloop.config import load_yaml
 from driftloop.data import TIME, Splits, frame_hash, load_window, read_uri, split_by_time
 from driftloop.datakinds import get_kind
-from driftloop.errors import ConfigError
+from driftloop.errors import ConfigError, DataError
 from driftloop.families import FittedModel, get_family, load_model
 from driftloop.formats import (
     Evaluation,
@@ -95,13 +95,26 @@ def default_families(kind: str) -> tuple[str, ...]:
     raise ConfigError(f"no model family of this driftloop learns {kind} data")
 
 
+WARM_START = "warm_start"  # the trial key: "production"
+WARM_DIR = "warm_start"  # the started-from version's files, beside the trained model
+# Per data kind, the family whose warm-started challenger (the production version
+# fine-tuned on the new window) competes beside the fresh trials.
+WARM_FAMILIES = {"tabular": "tabular-torch"}
+
+
 def default_trials(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` trials spread over the kind's default families (the first gets the odd one)."""
+    """``n`` trials spread over the kind's default families (the first gets the odd one),
+    plus, for kinds in ``WARM_FAMILIES``, one warm-started trial of that family (recorded
+    as failed, not competing, when production is of another family or there is none)."""
     families = default_families(kind)
     k, extra = divmod(n, len(families))
     out: list[dict[str, Any]] = []
     for i, family in enumerate(families):
         out += sample_trials(k + (i < extra), seed, family) if k + (i < extra) else []
+    if kind in WARM_FAMILIES:
+        out.append(
+            {"family": WARM_FAMILIES[kind], "params": {"seed": seed}, WARM_START: "production"}
+        )
     return out
 
 
@@ -147,23 +160,71 @@ def run_baselines(train: Path, validation: Path, test: Path, spec: DatasetSpec) 
     return baselines(_splits(train, validation, test), spec)
 
 
-# 5. One trial: a family and its parameters.
+# 5. One trial: a family and its parameters; ``"warm_start": "production"`` fine-tunes
+#    the production version instead of starting from scratch (families with ``fine_tune``).
+
+
 def train_trial(
-    train: Path, validation: Path, spec: DatasetSpec, trial: dict[str, Any], model_out: Path
+    train: Path,
+    validation: Path,
+    spec: DatasetSpec,
+    trial: dict[str, Any],
+    model_out: Path,
+    store: Store | None = None,
 ) -> TrialRecord:
+    """Train one trial into ``model_out``. A trial that fails (a family that cannot learn
+    this data, a warm start with no champion, a library error) is recorded, not raised:
+    ``select_best`` skips it and the other trials still compete."""
     import torch
 
     # Trials run side by side (ParallelFor parallelism=2 on 2-core nodes): one thread
     # each, or they oversubscribe the cores and take 3x longer.
     torch.set_num_threads(1)
     family = get_family(str(trial.get("family", DEFAULT_FAMILY)), "trial")
-    result = family.train(_splits(train, validation), spec, dict(trial.get("params") or {}))
+    params = dict(trial.get("params") or {})
+    model_out.mkdir(parents=True, exist_ok=True)
+    try:
+        if trial.get(WARM_START):
+            start, version = _warm_start(store, spec, family.name, model_out / WARM_DIR)
+            result = family.fine_tune(start, _splits(train, validation), spec, params)
+        else:
+            result, version = family.train(_splits(train, validation), spec, params), None
+    except Exception as e:  # any failure of one candidate is its own, never the run's
+        error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        sys.stderr.write(f"trial {family.name} failed: {error}\n")  # in the step's KFP log
+        record = TrialRecord(family=family.name, params=params, validation={}, error=error)
+        (model_out / TRIAL).write_bytes(record.dump())
+        return record
     result.model.save(model_out)
     record = TrialRecord(
-        family=family.name, params=result.params, epochs=result.epochs, validation=result.validation
+        family=family.name,
+        params=result.params,
+        epochs=result.epochs,
+        validation=result.validation,
+        warm_start=version,
     )
     (model_out / TRIAL).write_bytes(record.dump())
     return record
+
+
+def _warm_start(
+    store: Store | None, spec: DatasetSpec, family: str, keep: Path
+) -> tuple[FittedModel, int]:
+    """The production version to fine-tune (its files copied to ``keep``)."""
+    if store is None:
+        raise ConfigError("a warm-started trial needs the store (the production version)")
+    registry = Registry(store)
+    version = registry.alias(spec.name, "production")
+    if version is None:
+        raise ConfigError(f"no production version of {spec.name!r} to warm-start from")
+    ref = VersionRef(spec.name, version)
+    manifest = registry.manifest(ref)
+    if manifest.family != family:
+        raise ConfigError(f"{ref} is a {manifest.family} model, not {family}: cannot fine-tune")
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in get_family(family, str(ref)).files:
+        (keep / name).write_bytes(registry.read_file(ref, name, manifest))
+    return load_model(keep, family, str(ref)), version
 
 
 def trial_record(model_dir: Path) -> TrialRecord:
@@ -177,14 +238,19 @@ def load_trained(model_dir: Path) -> FittedModel:
     return load_model(model_dir, trial_record(model_dir).family)
 
 
-# 6. The best trial by validation score.
+# 6. The best trial by validation score (failed trials do not compete).
 def select_best(model_dirs: list[Path], spec: DatasetSpec) -> Path:
-    best, best_score = None, None
+    best, best_score, failures = None, None, []
     for d in model_dirs:
-        score = trial_record(d).validation[spec.metric]
+        trial = trial_record(d)
+        if trial.error:
+            failures.append(f"{trial.family}: {trial.error}")
+            continue
+        score = trial.validation[spec.metric]
         if best_score is None or better(spec.metric, score, best_score):
             best, best_score = d, score
-    assert best is not None, "no trials"
+    if best is None:
+        raise DataError(f"every trial failed to train: {'; '.join(failures) or 'no trials'}")
     return best
 
 
@@ -331,7 +397,12 @@ def refit(model_dir: Path, dataset: Path, spec: DatasetSpec, out: Path) -> Trial
     trial = trial_record(model_dir)
     family = get_family(trial.family, str(model_dir))
     data = read(dataset).sort_values(TIME, kind="stable").reset_index(drop=True)
-    model = family.refit(family.load(model_dir), data, spec, trial.params, trial.epochs)
+    selected = family.load(model_dir)
+    if trial.warm_start is not None:  # fine-tuned: refit from the same starting weights
+        start = load_model(model_dir / WARM_DIR, trial.family, f"v{trial.warm_start}")
+        model = family.refit_from(start, selected, data, spec, trial.params, trial.epochs)
+    else:
+        model = family.refit(selected, data, spec, trial.params, trial.epochs)
     model.save(out)
     record = trial.model_copy(update={"refit_rows": len(data)})
     (out / TRIAL).write_bytes(record.dump())
@@ -493,7 +564,7 @@ def run_inprocess(
         base = run_baselines(d / "train.parquet", d / "val.parquet", d / "test.parquet", spec)
         models = []
         for i, trial in enumerate(trials):
-            train_trial(d / "train.parquet", d / "val.parquet", spec, trial, d / f"trial{i}")
+            train_trial(d / "train.parquet", d / "val.parquet", spec, trial, d / f"trial{i}", store)
             models.append(d / f"trial{i}")
         best = select_best(models, spec)
         run_id = f"inproc-{trigger_id}" if trigger_id else "in-process"

@@ -76,7 +76,15 @@ def training_pipeline(
 
     base = baselines(spec_yaml=spec_yaml, train=train_set, validation=val_set, test=test_set)
     with dsl.ParallelFor(items=trials, parallelism=2) as candidate:
-        trained = train(spec_yaml=spec_yaml, trial=candidate, train=train_set, validation=val_set)
+        trained = _in_cluster(  # a warm-started trial reads the production version
+            train(
+                spec_yaml=spec_yaml,
+                trial=candidate,
+                train=train_set,
+                validation=val_set,
+                store_uri=store_uri,
+            )
+        )
     best = evaluate(
         spec_yaml=spec_yaml, trials=dsl.Collected(trained.outputs["model"]), test=test_set
     )

@@ -171,6 +171,26 @@ class ModelFamily(ABC):
         version serves is this refit: on drifting data the most recent rows, held out for
         selection and the gate, are the most informative ones."""
 
+    # -- warm starts (optional) -----------------------------------------------------------
+    def fine_tune(
+        self, start: FittedModel, splits: Splits, spec: DatasetSpec, params: dict[str, Any]
+    ) -> TrainResult:
+        """Like ``train``, from ``start``'s weights (the production version) rather than
+        from scratch: a warm-started challenger. Families that cannot, refuse."""
+        raise ConfigError(f"model family {self.name} cannot warm-start from a version")
+
+    def refit_from(
+        self,
+        start: FittedModel,
+        selected: FittedModel,
+        data: pd.DataFrame,
+        spec: DatasetSpec,
+        params: dict[str, Any],
+        epochs: int | None,
+    ) -> FittedModel:
+        """``refit`` for a fine-tuned ``selected``: from ``start`` again, on ``data``."""
+        raise ConfigError(f"model family {self.name} cannot warm-start from a version")
+
     @abstractmethod
     def load(self, directory: Path) -> FittedModel:
         """The model ``FittedModel.save`` wrote into ``directory``."""

@@ -167,6 +167,11 @@ class TabularTorchModel(TabularModel):
         (directory / ARCH).write_text(json.dumps(asdict(self.arch), indent=2))
 
 
+# A warm start fine-tunes at a quarter of the trial's learning rate: the weights are
+# already near a good solution, and the full rate undoes what they knew in a few epochs.
+FINE_TUNE_LR = 0.25
+
+
 class TabularTorch(TabularFamily):
     name = "tabular-torch"
     files = (WEIGHTS, PREPROCESSOR, ARCH)
@@ -220,6 +225,32 @@ class TabularTorch(TabularFamily):
             model.pre.threshold = cast(TabularTorchModel, selected).pre.threshold
         return model
 
+    def fine_tune(
+        self, start: FittedModel, splits: Splits, spec: DatasetSpec, params: dict[str, Any]
+    ) -> TrainResult:
+        self.check_task(spec)
+        hp = self.parse_params(params)
+        warm = cast(TabularTorchModel, start)
+        model, best_epoch = self._fit(splits.train, spec, hp, splits.validation, start=warm)
+        val = scores(model.predict(splits.validation), splits.validation, spec)
+        return TrainResult(model, val, best_epoch, hp)
+
+    def refit_from(
+        self,
+        start: FittedModel,
+        selected: FittedModel,
+        data: pd.DataFrame,
+        spec: DatasetSpec,
+        params: dict[str, Any],
+        epochs: int | None,
+    ) -> TabularTorchModel:
+        hp = self.parse_params(params)
+        warm = cast(TabularTorchModel, start)
+        model, _ = self._fit(data, spec, hp, epochs=max(1, epochs or 1), start=warm)
+        if spec.task == "binary":
+            model.pre.threshold = cast(TabularTorchModel, selected).pre.threshold
+        return model
+
     def _fit(
         self,
         train: pd.DataFrame,
@@ -227,37 +258,48 @@ class TabularTorch(TabularFamily):
         hp: dict[str, Any],
         validation: pd.DataFrame | None = None,
         epochs: int | None = None,
+        start: TabularTorchModel | None = None,
     ) -> tuple[TabularTorchModel, int]:
         """Train on ``train``: with ``validation``, keep the best epoch's weights and stop
         after ``patience`` epochs without improvement; without it (a refit), exactly
-        ``epochs`` epochs on the same learning-rate schedule."""
+        ``epochs`` epochs on the same learning-rate schedule. From ``start`` (a warm start):
+        its preprocessor (its embeddings index its vocabularies), architecture and weights,
+        at ``FINE_TUNE_LR`` of the learning rate."""
         # 1. Determinism: same data + params + seed -> same weights, on CPU.
         torch.manual_seed(hp["seed"])
         torch.use_deterministic_algorithms(True)
         gen = torch.Generator().manual_seed(hp["seed"])
         dev = device()
 
-        # 2. Preprocess with statistics of the training rows only.
-        pre = Preprocessor.fit(train, spec)
+        # 2. Preprocess with statistics of the training rows only (or the start's).
+        pre = Preprocessor.fit(train, spec) if start is None else copy.deepcopy(start.pre)
         x_num, x_cat = (torch.from_numpy(a).to(dev) for a in pre.transform(train))
         y = torch.from_numpy(pre.encode_target(train[spec.target])).to(dev)
         n_out = 1 if spec.task in ("regression", "binary") else len(pre.classes)
-        arch = Architecture(
-            n_numeric=x_num.shape[1],
-            cardinalities=pre.cardinalities,
-            embedding_dims=[embedding_dim(c) for c in pre.cardinalities],
-            hidden=hp["hidden"],
-            layers=hp["layers"],
-            dropout=hp["dropout"],
-            n_outputs=n_out,
+        arch = (
+            start.arch
+            if start is not None
+            else Architecture(
+                n_numeric=x_num.shape[1],
+                cardinalities=pre.cardinalities,
+                embedding_dims=[embedding_dim(c) for c in pre.cardinalities],
+                hidden=hp["hidden"],
+                layers=hp["layers"],
+                dropout=hp["dropout"],
+                n_outputs=n_out,
+            )
         )
         net = TabularNet(arch).to(dev)
+        lr = hp["lr"]
+        if start is not None:
+            net.load_state_dict(start.net.state_dict())
+            lr *= FINE_TUNE_LR
         loss_fn: nn.Module = {
             "regression": nn.MSELoss(),
             "binary": nn.BCEWithLogitsLoss(),
             "multiclass": nn.CrossEntropyLoss(),
         }[spec.task]
-        opt = torch.optim.AdamW(net.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=hp["weight_decay"])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp["max_epochs"])
 
         # 3. Mini-batch epochs; after each, score validation in the spec's metric and keep

@@ -73,10 +73,10 @@ def test_parameters_and_cluster_wiring():
         "deploy",
         "canary_percent",
     }
-    assert len(params["trials"]["defaultValue"]) == 4
+    assert len(params["trials"]["defaultValue"]) == 5  # 2 LightGBM, 2 MLP, 1 warm start
     assert params["deploy"]["defaultValue"] is False  # opt-in: a cluster with KServe
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    steps = ("ingest", "gate", "register", "register-2", "deploy", "restore")
+    steps = ("ingest", "train", "gate", "register", "register-2", "deploy", "restore")
     for step in (f"exec-{s}" for s in steps):
         assert platform[step]["secretAsEnv"][0]["secretName"] == "driftloop-s3"
         assert platform[step]["configMapAsEnv"][0]["configMapName"] == "driftloop-settings"
