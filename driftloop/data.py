@@ -70,15 +70,47 @@ def event_time(raw: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
         step = pd.to_timedelta(t.row_order.step)
         return pd.Series(start + step * np.arange(len(raw)), index=raw.index)
     assert t.column is not None
-    try:
-        ts = pd.to_datetime(raw[t.column], format=t.format)
-        if t.hour_column:
-            ts = ts + pd.to_timedelta(pd.to_numeric(raw[t.hour_column]), unit="h")
-    except (ValueError, TypeError) as e:
-        raise DataError(f"time column {t.column!r} cannot be parsed as timestamps: {e}") from e
+    ts = _parse_times(raw[t.column], t.format)
+    if t.hour_column:
+        hours = _unparsed(raw[t.hour_column], pd.to_numeric(raw[t.hour_column], errors="coerce"))
+        if hours:
+            n, first = hours
+            raise DataError(
+                f"column {t.hour_column!r}: {n} of {len(raw)} values are not numbers of hours "
+                f"(time.hour_column) (first: {first!r})"
+            )
+        ts = ts + pd.to_timedelta(pd.to_numeric(raw[t.hour_column]), unit="h")
     if ts.dt.tz is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
     return ts
+
+
+def _parse_times(raw: pd.Series, fmt: str | None) -> pd.Series:
+    """``raw`` as timestamps; one line naming the column, how many values fail, the format
+    and the first failure otherwise (never pandas' multi-line hints)."""
+    import warnings
+
+    with warnings.catch_warnings():  # "could not infer format": the count below says more
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            ts = pd.to_datetime(raw, format=fmt, errors="coerce")
+        except (ValueError, TypeError, OverflowError):  # e.g. timezones mixed in one column
+            ts = pd.Series(pd.NaT, index=raw.index)
+    if bad := _unparsed(raw, ts):
+        n, first = bad
+        how = f"in format {fmt!r}" if fmt else "in a format pandas infers (set time.format)"
+        raise DataError(
+            f"column {raw.name!r}: {n} of {len(raw)} values are not times {how} (first: {first!r})"
+        )
+    return ts
+
+
+def _unparsed(raw: pd.Series, parsed: pd.Series) -> tuple[int, object] | None:
+    """(how many, the first) of the values given that did not parse; None when all did."""
+    bad = parsed.isna() & raw.notna()
+    if not bad.any():
+        return None
+    return int(bad.sum()), raw[bad].iloc[0]
 
 
 def typed(raw: pd.DataFrame, spec: DatasetSpec, *, with_target: bool = True) -> pd.DataFrame:

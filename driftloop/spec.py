@@ -153,7 +153,8 @@ class TimeSpec(_Strict):
     @model_validator(mode="after")
     def _one_way(self) -> TimeSpec:
         if (self.column is None) == (self.row_order is None):
-            raise ValueError("time needs exactly one of `column` or `row_order`")
+            given = "both" if self.column is not None else "neither"
+            raise ValueError(f"time needs exactly one of `column` or `row_order`, got {given}")
         if self.hour_column and not self.column:
             raise ValueError("time.hour_column needs time.column")
         return self
@@ -241,11 +242,13 @@ class DatasetSpec(_Strict):
             raise ValueError(f"columns both used and dropped: {sorted(leak)}")
         allowed = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
         if self.metric not in allowed:
-            raise ValueError(f"metric {self.metric!r} does not fit task {self.task}: {allowed}")
+            raise ValueError(
+                f"metric {self.metric!r} does not fit task {self.task}: one of {sorted(allowed)}"
+            )
         if self.task == "binary" and self.positive_label is None:
             raise ValueError("a binary task needs positive_label (the class to predict)")
         if self.log_target and self.task != "regression":
-            raise ValueError("log_target applies to regression only")
+            raise ValueError(f"log_target applies to regression only, not task {self.task}")
         return self
 
     def _image(self) -> DatasetSpec:
@@ -261,7 +264,10 @@ class DatasetSpec(_Strict):
         if self.task == "regression":
             raise ValueError("kind: image supports the binary and multiclass tasks")
         if self.metric not in CLASSIFICATION_METRICS:
-            raise ValueError(f"metric {self.metric!r} does not fit task {self.task}")
+            raise ValueError(
+                f"metric {self.metric!r} does not fit task {self.task}: "
+                f"one of {sorted(CLASSIFICATION_METRICS)}"
+            )
         if self.task == "binary" and self.positive_label is None:
             raise ValueError("a binary task needs positive_label (the class to predict)")
         fmt = self.source.format
@@ -291,7 +297,10 @@ class DatasetSpec(_Strict):
                 f"(interactions.item: {opts.item!r}); leave target out or name that column"
             )
         if self.metric not in RANKING_METRICS:
-            raise ValueError(f"metric {self.metric!r} does not fit task ranking: {RANKING_METRICS}")
+            raise ValueError(
+                f"metric {self.metric!r} does not fit task ranking: "
+                f"one of {sorted(RANKING_METRICS)}"
+            )
         if self.time.column is None:
             raise ValueError(
                 "kind: interactions needs time.column: recommendations are trained and "

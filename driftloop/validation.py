@@ -23,10 +23,18 @@ Status = Literal["pass", "warn", "fail"]
 
 @dataclass(frozen=True)
 class Check:
+    """One check on one column: what was ``found`` and, when it is not a pass, what was
+    ``expected``; ``detail`` says both, so no message can state only the passing condition."""
+
     name: str
     column: str
     status: Status
-    detail: str
+    found: str
+    expected: str
+
+    @property
+    def detail(self) -> str:
+        return self.found if self.status == "pass" else f"{self.found}; expected {self.expected}"
 
 
 @dataclass
@@ -39,9 +47,17 @@ class ValidationReport:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if c.status == "fail"]
 
-    def add(self, name: str, column: str, ok: bool, detail: str, *, warn: bool = False) -> None:
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "warn"]
+
+    def add(
+        self, name: str, column: str, ok: bool, found: str, *, expected: str, warn: bool = False
+    ) -> None:
+        """``found``: what the data holds, true whatever the outcome; ``expected``: what
+        passes (shown when the check fails or warns)."""
         status: Status = "pass" if ok else ("warn" if warn else "fail")
-        self.checks.append(Check(name, column, status, detail))
+        self.checks.append(Check(name, column, status, found, expected))
 
     def to_markdown(self) -> str:
         verdict = "FAILED" if self.failures else "passed"
@@ -84,21 +100,35 @@ def validate_tabular(df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
     for c in spec.features:
         share = float(df[c].isna().mean()) if len(df) else 1.0
         if share == 1.0:
-            report.add("missing", c, False, "every value is missing")
+            report.add(
+                "missing",
+                c,
+                False,
+                "every value is missing",
+                expected=f"at most {q.max_missing_share:.0%} missing",
+            )
             continue
         report.add(
             "missing",
             c,
             share <= q.max_missing_share,
-            f"{share:.1%} missing (max {q.max_missing_share:.0%})",
+            f"{share:.1%} missing",
+            expected=f"at most {q.max_missing_share:.0%} (quality.max_missing_share)",
         )
         n_unique = df[c].nunique(dropna=True)
-        report.add("constant", c, n_unique > 1, f"{n_unique} distinct value(s)", warn=True)
+        report.add(
+            "constant",
+            c,
+            n_unique > 1,
+            f"{n_unique} distinct value(s)",
+            expected="at least 2: a constant column carries no signal",
+            warn=True,
+        )
 
     # 2. Numeric features must be finite.
     for c in spec.numeric:
         n_inf = int(np.isinf(df[c].to_numpy(dtype="float64", na_value=np.nan)).sum())
-        report.add("finite", c, n_inf == 0, f"{n_inf} infinite value(s)")
+        report.add("finite", c, n_inf == 0, f"{n_inf} infinite value(s)", expected="none")
 
     # 3. Duplicate rows (features + target + time).
     dup = float(df.duplicated().mean()) if len(df) else 0.0
@@ -106,7 +136,8 @@ def validate_tabular(df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
         "duplicates",
         "*",
         dup <= q.max_duplicate_share,
-        f"{dup:.1%} duplicate rows (max {q.max_duplicate_share:.0%})",
+        f"{dup:.1%} duplicate rows",
+        expected=f"at most {q.max_duplicate_share:.0%} (quality.max_duplicate_share)",
     )
 
     # 4. The target: present, in range, or a usable label set; 5. enough rows per split.
@@ -128,48 +159,80 @@ def check_target_and_splits(df: pd.DataFrame, spec: DatasetSpec, report: Validat
             "rows per split",
             name,
             len(part) >= q.min_rows_per_split,
-            f"{len(part)} rows in {name} (min {q.min_rows_per_split}); {_span(part)}",
+            f"{len(part)} rows in {name}; {_span(part)}",
+            expected=f"at least {q.min_rows_per_split} (quality.min_rows_per_split)",
         )
 
 
 def _check_target(y: pd.Series, spec: DatasetSpec, report: ValidationReport) -> None:
     q, t = spec.quality, spec.target
     n_missing = int(y.isna().sum())
-    report.add("target missing", t, n_missing == 0, f"{n_missing} row(s) without a target")
+    report.add(
+        "target missing",
+        t,
+        n_missing == 0,
+        f"{n_missing} row(s) without a target",
+        expected="a target on every row",
+    )
     y = y.dropna()
     if spec.task == "regression":
         values = y.to_numpy(dtype="float64")
         n_inf = int(np.isinf(values).sum())
-        report.add("target finite", t, n_inf == 0, f"{n_inf} infinite target value(s)")
+        report.add(
+            "target finite", t, n_inf == 0, f"{n_inf} infinite target value(s)", expected="none"
+        )
         if spec.log_target:
             negative = int((values < 0).sum())
             report.add(
                 "target range",
                 t,
                 negative == 0,
-                f"{negative} negative value(s): log_target fits log1p(y), which needs y >= 0",
+                f"{negative} negative value(s)",
+                expected="y >= 0: log_target fits log1p(y)",
             )
         if q.target_min is not None:
             below = int((y < q.target_min).sum())
-            report.add("target range", t, below == 0, f"{below} value(s) below {q.target_min}")
+            report.add(
+                "target range",
+                t,
+                below == 0,
+                f"{below} value(s) below {q.target_min}",
+                expected=f"none below quality.target_min {q.target_min}",
+            )
         if q.target_max is not None:
             above = int((y > q.target_max).sum())
-            report.add("target range", t, above == 0, f"{above} value(s) above {q.target_max}")
+            report.add(
+                "target range",
+                t,
+                above == 0,
+                f"{above} value(s) above {q.target_max}",
+                expected=f"none above quality.target_max {q.target_max}",
+            )
         return
     labels = sorted(map(str, y.unique()))
     report.add(
         "label set",
         t,
         len(labels) >= 2,
-        f"{len(labels)} class(es): {labels[:10]}; a classifier needs at least two",
+        f"{len(labels)} class(es): {labels[:10]}",
+        expected="at least two: a classifier needs two classes to tell apart",
     )
     if spec.task == "binary":
-        report.add("label set", t, len(labels) <= 2, f"binary task but labels are {labels[:10]}")
+        report.add(
+            "label set",
+            t,
+            len(labels) <= 2,
+            f"{len(labels)} class(es): {labels[:10]}",
+            expected="two for a binary task (task: multiclass for more)",
+        )
+        known = spec.positive_label in labels
         report.add(
             "positive label",
             t,
-            spec.positive_label in labels,
-            f"positive_label {spec.positive_label!r} in {labels[:10]}",
+            known,
+            f"positive_label {spec.positive_label!r} is {'' if known else 'not '}one of the "
+            f"target's values {labels[:10]}",
+            expected="one of them, spelled exactly as in the data",
         )
 
 

@@ -36,7 +36,10 @@ metric: rmse
         ("drop: [y]\n", "cannot also be a feature or dropped"),
         ("task: binary\n", "metric 'rmse' does not fit task binary"),
         ("metric: f1\n", "metric 'f1' does not fit task regression"),
-        ("time: {column: t, row_order: {start: '2020-01-01'}}\n", "exactly one of"),
+        ("time: {column: t, row_order: {start: '2020-01-01'}}\n", "exactly one of .*got both"),
+        # pydantic names what it expected; the message adds what it found.
+        ("task: Regression\n", r"task: Input should be 'regression'.* \(got 'Regression'\)"),
+        ("split: {test: 0.7}\n", r"split.test: Input should be less than 0.5 \(got 0.7\)"),
     ],
 )
 def test_bad_specs_name_the_problem(tmp_path, extra, message):

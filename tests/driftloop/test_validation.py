@@ -76,3 +76,27 @@ def test_a_negative_target_with_log_target_fails(tmp_path):
     frame.loc[frame.index[:2], "y"] = -3.0
     with pytest.raises(ValidationFailed, match="2 negative value.*log_target"):
         _report(tmp_path, frame, log_target=True).raise_if_failed()
+
+
+def test_a_failed_check_says_what_was_found_and_what_was_expected(tmp_path):
+    frame = toy_frame(task="binary")
+    frame["y"] = frame["y"].str.upper()  # POS / NEG, the spec says "pos"
+    frame.loc[frame.index[:500], "b"] = np.nan  # 62.5 % missing
+    frame.loc[frame.index[3], "a"] = np.inf
+    report = _report(tmp_path, frame, task="binary")
+    by_name = {c.name: c.detail for c in report.failures}
+    assert by_name["positive label"] == (
+        "positive_label 'pos' is not one of the target's values ['NEG', 'POS']; "
+        "expected one of them, spelled exactly as in the data"
+    )
+    assert by_name["missing"] == "62.5% missing; expected at most 50% (quality.max_missing_share)"
+    assert by_name["finite"] == "1 infinite value(s); expected none"
+    # One mechanism: every failure and warning states both; a pass states what was found.
+    assert all("; expected " in c.detail for c in report.checks if c.status != "pass")
+    assert all("expected" not in c.detail for c in report.checks if c.status == "pass")
+    with pytest.raises(ValidationFailed) as e:
+        report.raise_if_failed()
+    assert str(e.value) == (
+        "data validation failed: column 'b': missing: 62.5% missing; expected at most 50% "
+        "(quality.max_missing_share) (and 2 more)"
+    )
