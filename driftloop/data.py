@@ -40,8 +40,10 @@ def read_uri(uri: str, what: str = "file") -> bytes:
     return path.read_bytes()
 
 
-def read_source(spec: DatasetSpec) -> pd.DataFrame:
-    """The raw file as the spec describes it (CSV or Parquet, local or s3://)."""
+def read_source(spec: DatasetSpec, columns: list[str] | None = None) -> pd.DataFrame:
+    """The raw file as the spec describes it (CSV or Parquet, local or s3://). With
+    ``columns``, only those are parsed when the file has them all (its header is read
+    first); otherwise every column, so that the error can name what the file has."""
     uri = spec.source_uri
     fmt = spec.source.format or ("parquet" if uri.endswith((".parquet", ".pq")) else "csv")
     try:
@@ -54,9 +56,24 @@ def read_source(spec: DatasetSpec) -> pd.DataFrame:
             if not fh.is_file():
                 raise DataError(f"dataset file {uri} does not exist")
         if fmt == "parquet":
+            if columns is not None:
+                import pyarrow.parquet as pq
+
+                have = pq.read_schema(fh).names
+                if isinstance(fh, io.BytesIO):
+                    fh.seek(0)
+                if set(columns) <= set(have):
+                    return pd.read_parquet(fh, columns=[c for c in have if c in columns])
             return pd.read_parquet(fh)
         header = None if spec.source.names else "infer"
-        return pd.read_csv(fh, sep=spec.source.sep, names=spec.source.names, header=header)
+        opts = {"sep": spec.source.sep, "names": spec.source.names, "header": header}
+        if columns is not None:
+            have = list(spec.source.names or pd.read_csv(fh, nrows=0, **opts).columns)
+            if isinstance(fh, io.BytesIO):
+                fh.seek(0)
+            if set(columns) <= set(have):
+                opts["usecols"] = [c for c in have if c in columns]
+        return pd.read_csv(fh, **opts)
     except DataError:
         raise
     except Exception as e:  # parser errors, corrupt Parquet, unreachable store
@@ -111,6 +128,12 @@ def _unparsed(raw: pd.Series, parsed: pd.Series) -> tuple[int, object] | None:
     if not bad.any():
         return None
     return int(bad.sum()), raw[bad].iloc[0]
+
+
+def needed_columns(spec: DatasetSpec) -> list[str]:
+    """The source columns a tabular spec reads: features, target, time."""
+    time_cols = [c for c in (spec.time.column, spec.time.hour_column) if c]
+    return [*spec.features, spec.target, *time_cols]
 
 
 def typed(raw: pd.DataFrame, spec: DatasetSpec, *, with_target: bool = True) -> pd.DataFrame:

@@ -161,6 +161,15 @@ def parse_window_id(wid: str) -> tuple[str, datetime, datetime] | None:
     )
 
 
+DATA_QUALITY_REPORT = "data-quality.md"  # the validate step's report, kept per run
+
+
+def run_file_key(model: str, run_id: str, name: str) -> str:
+    """What a training run keeps once its step outputs are gone (a local run's are
+    removed after success): ``runs/<model>/<run id>/<name>``."""
+    return f"runs/{model}/{run_id}/{name}"
+
+
 def trigger_key(model: str, trigger_id: str) -> str:
     return f"monitoring/{model}/triggers/{trigger_id}.json"
 

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from kserve.utils.utils import strtobool
 
     from driftloop.formats import ENDPOINTS
-    from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
+    from serving.options import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
     p.add_argument("--model_dir", default="/mnt/models", help="registry version directory")
     p.add_argument(
