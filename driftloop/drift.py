@@ -159,7 +159,7 @@ def _stats(col: pa.ChunkedArray | pa.Array, name: str, kind: str, side: str) -> 
 
 def _numeric(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> np.ndarray:
     """The finite values, sorted (empty when none: the caller reports the column)."""
-    if pa.types.is_null(col.type):  # every value null: Arrow cannot know the type
+    if col.null_count == len(col):  # every value null: whatever type a writer guessed
         return np.empty(0, dtype=np.float64)
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
         raise DataError(
@@ -173,7 +173,7 @@ def _numeric(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> np.ndarra
 
 
 def _category_counts(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> dict[str, int]:
-    if pa.types.is_null(col.type):  # every value null: Arrow cannot know the type
+    if col.null_count == len(col):  # every value null: whatever type a writer guessed
         return {}
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)

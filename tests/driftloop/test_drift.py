@@ -189,7 +189,9 @@ def test_all_missing_columns_are_findings_not_errors(tmp_path: Path) -> None:
 
 
 def test_every_feature_missing_is_recorded_with_no_drift() -> None:
-    cur = frame(300, 2).assign(a=np.nan, b=np.nan, flag=np.nan, colour=None, size=None)
+    # `size` all NaN: a float column where strings belong (a writer inferred the type of
+    # an all-null batch); with no value, it is missing, not a type error.
+    cur = frame(300, 2).assign(a=np.nan, b=np.nan, flag=np.nan, colour=None, size=np.nan)
     r = column_drift(frame(2000, 1), cur, SCHEMA)
     assert r.missing_columns == ["a", "b", "flag", "colour", "size"]
     assert (r.columns, r.drifted_share, r.dataset_drift) == ({}, 0.0, False)
