@@ -293,7 +293,9 @@ def submit(
     """Upload the spec's local files to the store (``stage``) and the compiled pipeline
     (once per release), then create a run of that version on a Kubeflow Pipelines host;
     with ``schedule`` (a 6-field KFP cron expression) also a recurring run: the calendar
-    fallback behind drift-triggered retraining."""
+    fallback behind drift-triggered retraining. The spec is checked against its data first
+    (``preflight``): a mistake fails here in seconds, not in the cluster's first step."""
+    preflight(req, store)  # before staging: local files are read where they are
     req = stage(req, store)
     if not COMPILED.exists():
         compile_pipeline()
