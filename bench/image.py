@@ -112,7 +112,8 @@ def serve(port: int, store: str) -> None:
     from kserve import Model
 
     from serving.artifacts import load_from_registry
-    from serving.model import DEFAULT_TORCH_THREADS, Predictor
+    from serving.model import Predictor
+    from serving.options import DEFAULT_TORCH_THREADS
     from serving.server import LocalServer
 
     class Noop(Model):

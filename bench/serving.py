@@ -88,7 +88,8 @@ def serve(port: int, grpc_port: int, store: str, logger_url: str) -> None:
     from driftloop.registry import Registry
     from driftloop.store import LocalStore
     from serving.artifacts import load_from_registry
-    from serving.model import DEFAULT_TORCH_THREADS, Predictor
+    from serving.model import Predictor
+    from serving.options import DEFAULT_TORCH_THREADS
     from serving.payload_log import LoggerConfig, PayloadEmitter
     from serving.server import LocalServer
 

@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from driftloop import __version__, entrypoint
 from driftloop.formats import VersionFiles, VersionMetrics
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 from driftloop.store import open_store
+
+if TYPE_CHECKING:
+    from pipelines.run import LocalRun
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,13 +162,21 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
         print("beats both the champion and the challenger on the same window; nothing new")
         print("registered.")
         print(run.gate)
-        return 0
-    if run.version is None:
+    elif run.version is None:
         print(f"{req.spec.name}: the challenger did not pass the gate; nothing registered.")
         print(run.gate)
-        return 0
-    _print_version(Registry(store), req.spec.name, run.version)
+    else:
+        _print_version(Registry(store), req.spec.name, run.version)
+    _print_quality(run, store.uri)
     return 0
+
+
+def _print_quality(run: LocalRun, store_uri: str) -> None:
+    """The data-quality warnings last, where they are read, and where the report is kept."""
+    kept = f" (report: {store_uri}/{run.quality_key})" if run.quality_key else ""
+    print(f"data quality: {len(run.warnings)} warning(s){kept}")
+    for c in run.warnings:
+        print(f"  {c.column}: {c.name}: {c.detail}")
 
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:

@@ -72,10 +72,17 @@ def _depth(text: str) -> int:
     return deepest + len(indents)
 
 
-def field_error(e: ValidationError) -> tuple[tuple[Any, ...], str]:
-    """The first error's location and message."""
+def field_error(e: ValidationError, *, show_input: bool = True) -> tuple[tuple[Any, ...], str]:
+    """The first error's location and message, which says what was found as well as what
+    was expected: pydantic's messages ("Input should be 'binary' or ...") name only the
+    latter, so a scalar input is appended ("(got 'Binary')"). ``show_input`` False for
+    values that may be secrets (settings)."""
     first = e.errors()[0]
-    return tuple(first["loc"]), str(first["msg"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    value = first.get("input")
+    if show_input and first["type"] != "value_error" and isinstance(value, str | int | float):
+        msg = f"{msg} (got {value!r})"
+    return tuple(first["loc"]), msg
 
 
 def validated(model: type[M], raw: dict[str, Any], what: str) -> M:

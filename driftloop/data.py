@@ -40,8 +40,10 @@ def read_uri(uri: str, what: str = "file") -> bytes:
     return path.read_bytes()
 
 
-def read_source(spec: DatasetSpec) -> pd.DataFrame:
-    """The raw file as the spec describes it (CSV or Parquet, local or s3://)."""
+def read_source(spec: DatasetSpec, columns: list[str] | None = None) -> pd.DataFrame:
+    """The raw file as the spec describes it (CSV or Parquet, local or s3://). With
+    ``columns``, only those are parsed when the file has them all (its header is read
+    first); otherwise every column, so that the error can name what the file has."""
     uri = spec.source_uri
     fmt = spec.source.format or ("parquet" if uri.endswith((".parquet", ".pq")) else "csv")
     try:
@@ -54,9 +56,24 @@ def read_source(spec: DatasetSpec) -> pd.DataFrame:
             if not fh.is_file():
                 raise DataError(f"dataset file {uri} does not exist")
         if fmt == "parquet":
+            if columns is not None:
+                import pyarrow.parquet as pq
+
+                have = pq.read_schema(fh).names
+                if isinstance(fh, io.BytesIO):
+                    fh.seek(0)
+                if set(columns) <= set(have):
+                    return pd.read_parquet(fh, columns=[c for c in have if c in columns])
             return pd.read_parquet(fh)
         header = None if spec.source.names else "infer"
-        return pd.read_csv(fh, sep=spec.source.sep, names=spec.source.names, header=header)
+        opts = {"sep": spec.source.sep, "names": spec.source.names, "header": header}
+        if columns is not None:
+            have = list(spec.source.names or pd.read_csv(fh, nrows=0, **opts).columns)
+            if isinstance(fh, io.BytesIO):
+                fh.seek(0)
+            if set(columns) <= set(have):
+                opts["usecols"] = [c for c in have if c in columns]
+        return pd.read_csv(fh, **opts)
     except DataError:
         raise
     except Exception as e:  # parser errors, corrupt Parquet, unreachable store
@@ -70,15 +87,53 @@ def event_time(raw: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
         step = pd.to_timedelta(t.row_order.step)
         return pd.Series(start + step * np.arange(len(raw)), index=raw.index)
     assert t.column is not None
-    try:
-        ts = pd.to_datetime(raw[t.column], format=t.format)
-        if t.hour_column:
-            ts = ts + pd.to_timedelta(pd.to_numeric(raw[t.hour_column]), unit="h")
-    except (ValueError, TypeError) as e:
-        raise DataError(f"time column {t.column!r} cannot be parsed as timestamps: {e}") from e
+    ts = _parse_times(raw[t.column], t.format)
+    if t.hour_column:
+        hours = _unparsed(raw[t.hour_column], pd.to_numeric(raw[t.hour_column], errors="coerce"))
+        if hours:
+            n, first = hours
+            raise DataError(
+                f"column {t.hour_column!r}: {n} of {len(raw)} values are not numbers of hours "
+                f"(time.hour_column) (first: {first!r})"
+            )
+        ts = ts + pd.to_timedelta(pd.to_numeric(raw[t.hour_column]), unit="h")
     if ts.dt.tz is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
     return ts
+
+
+def _parse_times(raw: pd.Series, fmt: str | None) -> pd.Series:
+    """``raw`` as timestamps; one line naming the column, how many values fail, the format
+    and the first failure otherwise (never pandas' multi-line hints)."""
+    import warnings
+
+    with warnings.catch_warnings():  # "could not infer format": the count below says more
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            ts = pd.to_datetime(raw, format=fmt, errors="coerce")
+        except (ValueError, TypeError, OverflowError):  # e.g. timezones mixed in one column
+            ts = pd.Series(pd.NaT, index=raw.index)
+    if bad := _unparsed(raw, ts):
+        n, first = bad
+        how = f"in format {fmt!r}" if fmt else "in a format pandas infers (set time.format)"
+        raise DataError(
+            f"column {raw.name!r}: {n} of {len(raw)} values are not times {how} (first: {first!r})"
+        )
+    return ts
+
+
+def _unparsed(raw: pd.Series, parsed: pd.Series) -> tuple[int, object] | None:
+    """(how many, the first) of the values given that did not parse; None when all did."""
+    bad = parsed.isna() & raw.notna()
+    if not bad.any():
+        return None
+    return int(bad.sum()), raw[bad].iloc[0]
+
+
+def needed_columns(spec: DatasetSpec) -> list[str]:
+    """The source columns a tabular spec reads: features, target, time."""
+    time_cols = [c for c in (spec.time.column, spec.time.hour_column) if c]
+    return [*spec.features, spec.target, *time_cols]
 
 
 def typed(raw: pd.DataFrame, spec: DatasetSpec, *, with_target: bool = True) -> pd.DataFrame:

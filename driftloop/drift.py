@@ -12,7 +12,10 @@ mirrors, read from ``evidently/legacy/calculations/stattests/registry.py``
 (``_get_default_stattest``), ``.../data_drift.py`` (``get_one_column_drift``) and the
 stat-test modules:
 
-1. Per column, NaN and +-inf are dropped from both sides first; an empty side is an error.
+1. Per column, NaN and +-inf are dropped from both sides first. Evidently errors on an
+   empty side; here a column with no value left in the window (all null: the server
+   accepts nulls) is not tested but listed in ``missing_columns``, outside the drifted
+   share, and each column's missing share in the window is kept (``missing_shares``).
 2. Column types come from the DataDefinition, which ``evidently_report`` builds from the
    model's schema (numeric -> numerical, categorical -> categorical; ``prediction`` is
    numerical). Evidently's own inference (ints with <= 10 values -> categorical) never runs.
@@ -41,7 +44,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -84,6 +87,11 @@ class DriftResult:
     drift_share: float
     reference_rows: int
     current_rows: int
+    # Features with no value in the window (or in the reference), so not tested: a finding,
+    # not drift (a holiday column is legitimately empty in a month without holidays).
+    missing_columns: list[str] = field(default_factory=list)
+    # Feature -> share of the window's rows without a (finite) value, where above zero.
+    missing_shares: dict[str, float] = field(default_factory=dict)
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -99,8 +107,13 @@ def monitored_columns(schema: TabularSchema) -> dict[str, str]:
     return schema.kinds
 
 
-def reference_statistics(sample_df: pd.DataFrame, schema: TabularSchema) -> dict:
-    """JSON-serialisable statistics of the reference sample (``reference/stats.json``)."""
+def reference_statistics(
+    sample_df: pd.DataFrame, schema: TabularSchema, *, allow_missing: bool = False
+) -> dict:
+    """JSON-serialisable statistics of the reference sample (``reference/stats.json``).
+
+    A column without any value is an error at registration; ``allow_missing`` keeps it
+    (``n`` 0) when the reference is an earlier window, whose columns may be empty."""
     kinds = monitored_columns(schema)
     if PREDICTION in sample_df.columns:
         kinds[PREDICTION] = "numeric"
@@ -110,11 +123,13 @@ def reference_statistics(sample_df: pd.DataFrame, schema: TabularSchema) -> dict
     cols = {}
     for name, kind in kinds.items():
         st = _stats(_as_arrow(sample_df[name]), name, kind, "reference")
+        if st["n"] == 0 and not allow_missing:
+            raise DataError(f"column {name!r} has only missing values in the reference data")
         if kind == "numeric":  # sorted distinct values + counts: exact, and small in JSON
             st = {
                 "kind": kind,
                 "n": st["n"],
-                "std": float(np.std(st["sorted"])),
+                "std": float(np.std(st["sorted"])) if st["n"] else 0.0,
                 "values": st["values"].tolist(),
                 "counts": st["counts"].tolist(),
             }
@@ -126,6 +141,8 @@ def _stats(col: pa.ChunkedArray | pa.Array, name: str, kind: str, side: str) -> 
     """One column's sufficient statistics (in memory; numpy arrays for numerics)."""
     if kind == "numeric":
         values = _numeric(col, name, side)
+        if values.size == 0:
+            return {"kind": kind, "n": 0, "sorted": values, "values": values, "counts": values}
         # Distinct values and counts from the sorted array: run lengths, no second sort.
         starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
         counts = np.diff(np.append(starts, values.size))
@@ -141,6 +158,9 @@ def _stats(col: pa.ChunkedArray | pa.Array, name: str, kind: str, side: str) -> 
 
 
 def _numeric(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> np.ndarray:
+    """The finite values, sorted (empty when none: the caller reports the column)."""
+    if col.null_count == len(col):  # every value null: whatever type a writer guessed
+        return np.empty(0, dtype=np.float64)
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
         raise DataError(
             f"column {name!r} in the {side} data should be numeric but holds "
@@ -148,13 +168,13 @@ def _numeric(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> np.ndarra
         )
     values = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
     values = values[np.isfinite(values)]  # Evidently drops NaN and +-inf first
-    if values.size == 0:
-        raise DataError(f"column {name!r} has no finite values in the {side} data")
     values.sort()
     return values
 
 
 def _category_counts(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> dict[str, int]:
+    if col.null_count == len(col):  # every value null: whatever type a writer guessed
+        return {}
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
@@ -164,10 +184,7 @@ def _category_counts(col: pa.ChunkedArray | pa.Array, name: str, side: str) -> d
         )
     vc = pc.value_counts(col)  # hash count in C++; nulls come back as a null key
     keys, counts = vc.field("values").to_pylist(), vc.field("counts").to_pylist()
-    out = {k: int(n) for k, n in zip(keys, counts, strict=True) if k is not None}
-    if not out:
-        raise DataError(f"column {name!r} has only missing values in the {side} data")
-    return out
+    return {k: int(n) for k, n in zip(keys, counts, strict=True) if k is not None}
 
 
 def _as_arrow(s: pd.Series) -> pa.Array:
@@ -236,7 +253,11 @@ def column_drift(
 ) -> DriftResult:
     """Drift of ``current`` (DataFrame, Arrow table, Parquet path(s)) against ``reference``
     (``reference_statistics`` output, or the reference sample itself)."""
-    stats = reference if isinstance(reference, dict) else reference_statistics(reference, schema)
+    stats = (
+        reference
+        if isinstance(reference, dict)
+        else reference_statistics(reference, schema, allow_missing=True)
+    )
     features = monitored_columns(schema)
     names = list(features) + ([PREDICTION] if PREDICTION in stats["columns"] else [])
     missing_ref = [c for c in features if c not in stats["columns"]]
@@ -246,12 +267,20 @@ def column_drift(
     if rows == 0:
         raise DataError("empty window: the current window holds no rows; nothing to compare")
     results: dict[str, ColumnDrift] = {}
+    missing: list[str] = []
+    shares: dict[str, float] = {}
     for name, col in window_columns(current, names):
         ref = stats["columns"][name]
-        results[name] = _one_column(name, ref, _stats(col, name, ref["kind"], "current"))
+        cur = _stats(col, name, ref["kind"], "current")
+        if cur["n"] < rows:
+            shares[name] = 1 - cur["n"] / rows
+        if cur["n"] == 0 or ref["n"] == 0:  # nothing to compare: a finding, not a test
+            missing.append(name)
+            continue
+        results[name] = _one_column(name, ref, cur)
     pred = results.pop(PREDICTION, None)
     n_drifted = sum(d.drifted for d in results.values())
-    share = n_drifted / len(results)
+    share = n_drifted / len(results) if results else 0.0
     return DriftResult(
         columns=results,
         prediction=pred,
@@ -260,6 +289,8 @@ def column_drift(
         drift_share=drift_share,
         reference_rows=int(stats["rows"]),
         current_rows=rows,
+        missing_columns=[c for c in missing if c != PREDICTION],
+        missing_shares={c: v for c, v in shares.items() if c != PREDICTION},
     )
 
 
@@ -387,6 +418,11 @@ def evidently_report(
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(rows, size=min(sample_rows, rows), replace=False))
     cur = table.take(pa.array(take)).to_pandas()
+    # Evidently refuses a column with no value on a side: those are left out of its report
+    # (``column_drift`` lists them as missing_columns).
+    features = {
+        c: k for c, k in features.items() if _has_values(cur[c], k) and _has_values(reference[c], k)
+    }
     numeric = [c for c, k in features.items() if k == "numeric"]
     categorical = [c for c, k in features.items() if k == "categorical"]
     definition = DataDefinition(  # every list given: Evidently infers no column type
@@ -397,9 +433,8 @@ def evidently_report(
         unknown_columns=[],
         list_columns=[],
     )
-    report = Report(
-        [DataDriftPreset(columns=list(features)), ValueDrift(column=PREDICTION)], include_tests=True
-    )
+    metrics: list[Any] = [DataDriftPreset(columns=list(features))] if features else []
+    report = Report([*metrics, ValueDrift(column=PREDICTION)], include_tests=True)
     snapshot = report.run(
         Dataset.from_pandas(cur[[*features, PREDICTION]], definition),
         Dataset.from_pandas(reference[[*features, PREDICTION]], definition),
@@ -414,6 +449,14 @@ def evidently_report(
         "sample": {"rows": int(take.size), "of": rows, "seed": seed},
         "snapshot": snapshot.dict(),
     }
+
+
+def _has_values(s: pd.Series, kind: str) -> bool:
+    """At least one value Evidently keeps (it drops nulls, NaN and +-inf)."""
+    if kind == "numeric":
+        values = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return bool(np.isfinite(values).any())
+    return bool(s.notna().any())
 
 
 def evidently_decisions(snapshot: Any) -> dict:

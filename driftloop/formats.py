@@ -161,6 +161,15 @@ def parse_window_id(wid: str) -> tuple[str, datetime, datetime] | None:
     )
 
 
+DATA_QUALITY_REPORT = "data-quality.md"  # the validate step's report, kept per run
+
+
+def run_file_key(model: str, run_id: str, name: str) -> str:
+    """What a training run keeps once its step outputs are gone (a local run's are
+    removed after success): ``runs/<model>/<run id>/<name>``."""
+    return f"runs/{model}/{run_id}/{name}"
+
+
 def trigger_key(model: str, trigger_id: str) -> str:
     return f"monitoring/{model}/triggers/{trigger_id}.json"
 
@@ -527,6 +536,8 @@ class DriftRecord(_Format):
     reference_rows: int
     current_rows: int
     drifted_columns: list[str] = []
+    missing_columns: list[str] = []  # no value in the window: not tested (driftloop.drift)
+    missing_shares: dict[str, float] = {}  # feature -> share of rows without a value
 
 
 class WindowRecord(_Format):
@@ -541,6 +552,9 @@ class WindowRecord(_Format):
     rows: int
     drifted_share: float
     drifted_columns: list[str]
+    # Features with no value at all in the window (all null, as the server may accept):
+    # a data-quality finding, reported here and left out of the drifted share.
+    missing_columns: list[str] = []
     quality: dict[str, float] | None = None
     baseline: dict[str, float] = {}
     trigger: bool

@@ -123,6 +123,8 @@ def image_drift(stats: dict, window: Source, schema: ImageSchema) -> DriftResult
         drift_share=DRIFT_SHARE,
         reference_rows=int(stats["rows"]),
         current_rows=columns.current_rows,
+        missing_columns=columns.missing_columns,
+        missing_shares=columns.missing_shares,
     )
 
 

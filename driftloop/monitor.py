@@ -169,6 +169,7 @@ def run_window(
         rows=drift.current_rows,
         drifted_share=drift.drifted_share,
         drifted_columns=drift.drifted_columns,
+        missing_columns=drift.missing_columns,
         quality=report["quality"],
         baseline=metrics.test,
         trigger=decision.trigger,

@@ -148,7 +148,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
-        loc, msg = field_error(e)
+        loc, msg = field_error(e, show_input=False)  # never echo a credential
         name = ".".join(map(str, loc))
         raise ConfigError(
             f"invalid setting {name}: {msg}" if name else f"invalid settings: {msg}"

@@ -153,7 +153,8 @@ class TimeSpec(_Strict):
     @model_validator(mode="after")
     def _one_way(self) -> TimeSpec:
         if (self.column is None) == (self.row_order is None):
-            raise ValueError("time needs exactly one of `column` or `row_order`")
+            given = "both" if self.column is not None else "neither"
+            raise ValueError(f"time needs exactly one of `column` or `row_order`, got {given}")
         if self.hour_column and not self.column:
             raise ValueError("time.hour_column needs time.column")
         return self
@@ -175,6 +176,49 @@ class QualitySpec(_Strict):
     min_rows_per_split: int = Field(100, ge=1)
     target_min: float | None = None  # e.g. 0 for counts
     target_max: float | None = None
+    # The largest gap between consecutive times that is not a hole in the data (a pandas
+    # offset: "1d"). None infers it: GAP_FACTOR (24) times the median spacing, so hourly
+    # data may miss most of a day and daily data three weeks before a warning.
+    max_gap: str | None = None
+    # One row per time (a time series): a repeated timestamp is warned about. False for
+    # data with several rows per time (events, several stores or sensors per timestamp).
+    unique_times: bool = True
+    # A numeric value whose robust z-score, |x - median| / (1.4826 * MAD, or IQR / 1.349
+    # if larger), exceeds this is warned about as an outlier (driftloop.validation). 10, not
+    # the textbook 3.5: real features are heavy-tailed (counts, durations), and a warning
+    # on 1 % of every column would be read by no one.
+    outlier_z: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _gap(self) -> QualitySpec:
+        if self.max_gap is not None:
+            import pandas as pd
+
+            try:
+                gap = pd.to_timedelta(self.max_gap)
+            except ValueError as e:
+                raise ValueError(
+                    f"quality.max_gap {self.max_gap!r} is not a duration (e.g. '1d', '6h')"
+                ) from e
+            if gap <= pd.Timedelta(0):
+                raise ValueError(f"quality.max_gap {self.max_gap!r} must be positive")
+        return self
+
+
+class Range(_Strict):
+    """``ranges: {column: {min, max}}``: the values a numeric feature can physically take
+    (0 K is no temperature); a value outside fails validation. Either bound may be left out."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Range:
+        if self.min is None and self.max is None:
+            raise ValueError("a range needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"range min {self.min} is above max {self.max}")
+        return self
 
 
 class DatasetSpec(_Strict):
@@ -194,6 +238,7 @@ class DatasetSpec(_Strict):
     rules: str | None = None  # optional business-rules YAML, shipped with every version
     split: SplitSpec = Field(default_factory=SplitSpec)
     quality: QualitySpec = Field(default_factory=QualitySpec)
+    ranges: dict[str, Range] = {}  # numeric feature -> its physically possible values
     image: ImageOptions | None = None  # kind: image (filled with the defaults when absent)
     interactions: InteractionOptions | None = None  # kind: interactions (likewise)
     base_dir: Path = Path(".")  # set by load_spec; relative paths resolve here
@@ -239,19 +284,26 @@ class DatasetSpec(_Strict):
             raise ValueError(f"target {self.target!r} cannot also be a feature or dropped")
         if leak := set(features) & set(self.drop):
             raise ValueError(f"columns both used and dropped: {sorted(leak)}")
+        if stray := sorted(set(self.ranges) - set(self.numeric)):
+            raise ValueError(
+                f"ranges name {stray}, which are not numeric features {self.numeric} "
+                "(the target's range is quality.target_min / target_max)"
+            )
         allowed = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
         if self.metric not in allowed:
-            raise ValueError(f"metric {self.metric!r} does not fit task {self.task}: {allowed}")
+            raise ValueError(
+                f"metric {self.metric!r} does not fit task {self.task}: one of {sorted(allowed)}"
+            )
         if self.task == "binary" and self.positive_label is None:
             raise ValueError("a binary task needs positive_label (the class to predict)")
         if self.log_target and self.task != "regression":
-            raise ValueError("log_target applies to regression only")
+            raise ValueError(f"log_target applies to regression only, not task {self.task}")
         return self
 
     def _image(self) -> DatasetSpec:
         """``kind: image``: one image per row, labelled; no tabular columns."""
         if (
-            tabular := [k for k in ("numeric", "categorical", "drop") if getattr(self, k)]
+            tabular := [k for k in ("numeric", "categorical", "drop", "ranges") if getattr(self, k)]
             + (["log_target"] if self.log_target else [])
             + (["rules"] if self.rules else [])
         ):
@@ -261,7 +313,10 @@ class DatasetSpec(_Strict):
         if self.task == "regression":
             raise ValueError("kind: image supports the binary and multiclass tasks")
         if self.metric not in CLASSIFICATION_METRICS:
-            raise ValueError(f"metric {self.metric!r} does not fit task {self.task}")
+            raise ValueError(
+                f"metric {self.metric!r} does not fit task {self.task}: "
+                f"one of {sorted(CLASSIFICATION_METRICS)}"
+            )
         if self.task == "binary" and self.positive_label is None:
             raise ValueError("a binary task needs positive_label (the class to predict)")
         fmt = self.source.format
@@ -278,7 +333,7 @@ class DatasetSpec(_Strict):
         """``kind: interactions``: user, item, time (and a rating); no tabular columns."""
         opts = self.interaction_options
         if (
-            tabular := [k for k in ("numeric", "categorical", "drop") if getattr(self, k)]
+            tabular := [k for k in ("numeric", "categorical", "drop", "ranges") if getattr(self, k)]
             + (["log_target"] if self.log_target else [])
             + (["rules"] if self.rules else [])
         ):
@@ -291,7 +346,10 @@ class DatasetSpec(_Strict):
                 f"(interactions.item: {opts.item!r}); leave target out or name that column"
             )
         if self.metric not in RANKING_METRICS:
-            raise ValueError(f"metric {self.metric!r} does not fit task ranking: {RANKING_METRICS}")
+            raise ValueError(
+                f"metric {self.metric!r} does not fit task ranking: "
+                f"one of {sorted(RANKING_METRICS)}"
+            )
         if self.time.column is None:
             raise ValueError(
                 "kind: interactions needs time.column: recommendations are trained and "

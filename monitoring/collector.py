@@ -421,8 +421,12 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a pod (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default %(default)s)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default %(default)s: this machine only; 0.0.0.0 in a pod)",
+    )
     p.add_argument(
         "--data-dir",
         type=Path,

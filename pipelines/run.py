@@ -17,8 +17,8 @@ from driftloop.data import read_uri
 from driftloop.errors import ConfigError, DataError, DriftloopError
 from driftloop.registry import Registry
 from driftloop.spec import DatasetSpec
-from driftloop.steps import default_trials, spec_to_text
 from driftloop.store import Store
+from driftloop.validation import Check, ValidationReport
 
 COMPILED = Path(__file__).with_name("training_pipeline.yaml")
 # The identity pipeline pods run as (manifests/base/pipeline-rbac.yaml): the only one
@@ -67,6 +67,8 @@ class RunRequest:
             raise ConfigError(f"--canary must be in 1..100, not {self.canary_percent}")
 
     def arguments(self) -> dict:
+        from driftloop.steps import default_trials, spec_to_text
+
         trials = self.trials or default_trials(self.spec.kind, self.n_trials, self.seed)
         return {
             "spec_yaml": spec_to_text(self.spec),
@@ -125,14 +127,21 @@ def compile_pipeline(path: Path = COMPILED) -> Path:
     return path
 
 
-def preflight(req: RunRequest, store: Store) -> None:
+def preflight(req: RunRequest, store: Store) -> ValidationReport:
     """Fail fast, in-process, with one clear message: spec, source, window, validation and
-    store are checked before any step starts (the pipeline checks again, step by step)."""
+    store are checked before any step starts (the pipeline checks again, step by step).
+
+    One code path with the pipeline's ingest and validate steps: the same ``load_window``
+    (which reads only the spec's columns) and the same ``validate``, so a mistake fails
+    here, in about a second for the bundled datasets, with the message the validate step
+    would give. Returns the report (its warnings are shown after the run)."""
     from driftloop.data import load_window
     from driftloop.validation import validate
 
-    validate(load_window(req.spec, req.start or None, req.end or None), req.spec).raise_if_failed()
+    report = validate(load_window(req.spec, req.start or None, req.end or None), req.spec)
+    report.raise_if_failed()
     store.list("models")
+    return report
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,10 @@ class LocalRun:
     root: Path | None  # the steps' outputs (kept when a workdir was given)
     log: str = ""  # kfp.local's output when run quietly (step start/finish lines)
     restored: int | None = None  # an earlier version the gate chose over the challenger
+    # The validate step's data-quality report, kept in the store (run_file_key) whatever
+    # the outcome, and its warnings (the checks that did not pass but did not fail).
+    quality_key: str | None = None
+    warnings: list[Check] = dataclasses.field(default_factory=list)
 
 
 def run_local(
@@ -151,11 +164,11 @@ def run_local(
 
     Step outputs go to ``workdir`` when given (kept); otherwise to a temporary directory
     that is removed after a successful run and kept, and named, after a failed one."""
+    checked = preflight(req, store)  # first: a mistake fails before kfp and torch load
     from kfp import local
 
     from pipelines.training import training_pipeline
 
-    preflight(req, store)
     before = set(Registry(store).versions(req.spec.name))
     serving = Registry(store).alias(req.spec.name, "production")
     root = workdir or Path(tempfile.mkdtemp(prefix="driftloop-kfp-"))
@@ -189,9 +202,31 @@ def run_local(
     restored = now if not new and now != serving else None
     reports = sorted((root / "out").glob("*/gate/report"))
     gate = reports[-1].read_text() if reports else "(no gate report)"
+    quality_key = _keep_quality_report(root, req.spec.name, store)
     if workdir is None:
         shutil.rmtree(root, ignore_errors=True)
-    return LocalRun(new[-1] if new else None, gate, workdir, sink.getvalue(), restored)
+    return LocalRun(
+        new[-1] if new else None,
+        gate,
+        workdir,
+        sink.getvalue(),
+        restored,
+        quality_key,
+        checked.warnings,
+    )
+
+
+def _keep_quality_report(root: Path, model: str, store: Store) -> str | None:
+    """The validate step's report, put in the store under its run's id (the run's
+    output directory, ``<pipeline>-<timestamp>``) before the outputs are removed."""
+    from driftloop.formats import DATA_QUALITY_REPORT, run_file_key
+
+    found = sorted((root / "out").glob("*/validate/report"))
+    if not found:
+        return None
+    key = run_file_key(model, found[-1].parents[1].name, DATA_QUALITY_REPORT)
+    store.put(key, found[-1].read_bytes())
+    return key
 
 
 @contextlib.contextmanager
@@ -258,7 +293,9 @@ def submit(
     """Upload the spec's local files to the store (``stage``) and the compiled pipeline
     (once per release), then create a run of that version on a Kubeflow Pipelines host;
     with ``schedule`` (a 6-field KFP cron expression) also a recurring run: the calendar
-    fallback behind drift-triggered retraining."""
+    fallback behind drift-triggered retraining. The spec is checked against its data first
+    (``preflight``): a mistake fails here in seconds, not in the cluster's first step."""
+    preflight(req, store)  # before staging: local files are read where they are
     req = stage(req, store)
     if not COMPILED.exists():
         compile_pipeline()

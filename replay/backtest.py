@@ -34,7 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,18 +42,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.data import TIME, load_window, parse_bound
 from driftloop.errors import ConfigError, DataError
-from driftloop.families import FittedModel
 from driftloop.formats import VersionFiles, parse_schema
-from driftloop.metrics import classification_metrics, regression_metrics
 from driftloop.payloads import write_labels, write_log_frame
 from driftloop.policy import DriftPolicy
 from driftloop.registry import Registry, VersionRef
 from driftloop.settings import Settings, load_settings
 from driftloop.spec import LOWER_IS_BETTER, DatasetSpec, load_spec
-from driftloop.steps import default_trials, load_version, run_inprocess, sample_trials
 from driftloop.store import Store, open_store
 from driftloop.trigger import TriggerLog
 from replay.dashboard import WindowRow, dashboard, plot, table
+
+if TYPE_CHECKING:  # the training stack (torch, sklearn) loads when a backtest runs, not
+    from driftloop.families import FittedModel  # when the command line is built
 
 STRATEGIES = ("driftloop", "static", "calendar_torch", "calendar_lgbm")
 CALENDAR_FAMILY = {"calendar_torch": "tabular-torch", "calendar_lgbm": "tabular-lgbm"}
@@ -62,6 +62,8 @@ CALENDAR_FAMILY = {"calendar_torch": "tabular-torch", "calendar_lgbm": "tabular-
 def candidates(n: int = 4, seed: int = 0) -> list[dict[str, Any]]:
     """The loop's competing trials: the pipeline's own default for tabular data
     (gradient-boosted trees and the torch MLP)."""
+    from driftloop.steps import default_trials
+
     return default_trials("tabular", n, seed)
 
 
@@ -104,6 +106,8 @@ class Production:
         if v is None:
             raise DataError(f"{self.model} has no production version to serve")
         if v not in self.cache:
+            from driftloop.steps import load_version
+
             self.cache[v] = load_version(self.registry, VersionRef(self.model, v))
         return v, self.cache[v]
 
@@ -121,6 +125,8 @@ def serve(rows: pd.DataFrame, model: FittedModel, spec: DatasetSpec) -> pd.DataF
 
 def score(rows: pd.DataFrame, served: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
     """The spec's metric (and ROC-AUC for binary) of what was served on ``rows``."""
+    from driftloop.metrics import classification_metrics, regression_metrics
+
     y = rows[spec.target].to_numpy()
     if spec.task == "regression":
         return regression_metrics(y.astype(float), served["prediction"].to_numpy(dtype=float))
@@ -199,6 +205,8 @@ def _calendar(
     production: Production,
     strategy: str,
 ) -> dict[str, Any]:
+    from driftloop.steps import run_inprocess, sample_trials
+
     family = CALENDAR_FAMILY[strategy]
     trials = sample_trials(1, 0, family)  # the family's default recipe
     retrains = []
@@ -314,6 +322,8 @@ def _label(y: Any, spec: DatasetSpec) -> float | str:
 # -- all strategies ----------------------------------------------------------------------
 def _init(config: BacktestConfig, root: str) -> dict[str, Any]:
     import torch
+
+    from driftloop.steps import run_inprocess
 
     torch.set_num_threads(1)
     spec = config.spec()

@@ -31,8 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from kserve.utils.utils import strtobool
 
     from driftloop.formats import ENDPOINTS
-    from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
+    from serving.options import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
+    p.epilog = (  # kserve's own flags do not say where REST binds
+        f"Binds: REST on every address (0.0.0.0) at --http_port (default "
+        f"{p.get_default('http_port')}); gRPC on --grpc_host at --grpc_port (default "
+        f"0.0.0.0:{p.get_default('grpc_port')})."
+    )
     p.add_argument("--model_dir", default="/mnt/models", help="registry version directory")
     p.add_argument(
         "--grpc_host",

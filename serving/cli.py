@@ -21,7 +21,7 @@ from driftloop.store import open_store
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from driftloop.formats import ENDPOINTS
-    from serving.model import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
+    from serving.options import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
 
     s = sub.add_parser("serve", help="serve a registered model with KServe's model server")
     s.add_argument("--model", help="registered model (default: the only one in the store)")

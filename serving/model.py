@@ -30,24 +30,8 @@ from driftloop.preprocess import Columns
 from serving import protocol
 from serving.artifacts import Bundle
 from serving.codecs import codec_for, logged_request
+from serving.options import DEFAULT_MAX_BATCH_ROWS
 from serving.payload_log import PayloadEmitter
-
-# 1,000 rows keeps a request under ~50 ms and a few hundred KB; bigger jobs are batch jobs.
-DEFAULT_MAX_BATCH_ROWS = 1_000
-# torch intra-op threads in a model server. One: a one-row request otherwise pays for
-# waking a second thread (bike, 2 cores: p50 1.39 -> 1.08 ms with one), while a 1,000-row
-# batch barely gains from two (6.0 -> 5.5 ms). Scale with replicas, not threads.
-DEFAULT_TORCH_THREADS = 1
-
-
-def threads_arg(text: str) -> int:
-    """argparse type for the torch threads flags: a positive integer."""
-    import argparse
-
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
 
 # Which registry version answers requests now: dashboards and the demo watch hot swaps here.
 SERVED_VERSION = Gauge("driftloop_served_version", "Registry version being served", ["model"])

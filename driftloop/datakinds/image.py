@@ -107,14 +107,21 @@ class Images(DataKind):
 
         report = ValidationReport(dataset=spec.name, rows=len(df))
         missing = int(df[IMAGE].isna().sum())
-        report.add("missing", IMAGE, missing == 0, f"{missing} row(s) without an image")
+        report.add(
+            "missing",
+            IMAGE,
+            missing == 0,
+            f"{missing} row(s) without an image",
+            expected="an image on every row",
+        )
         dup = float(df[IMAGE].duplicated().mean()) if len(df) else 0.0
         q = spec.quality
         report.add(
             "duplicates",
             IMAGE,
             dup <= q.max_duplicate_share,
-            f"{dup:.1%} duplicate images (max {q.max_duplicate_share:.0%})",
+            f"{dup:.1%} duplicate images",
+            expected=f"at most {q.max_duplicate_share:.0%} (quality.max_duplicate_share)",
         )
         check_target_and_splits(df, spec, report)
         train = split_by_time(df, spec).train
@@ -125,6 +132,7 @@ class Images(DataKind):
             spec.target,
             not unseen,
             f"label(s) {unseen[:10]} appear only after the training split" if unseen else "all",
+            expected="every label in the training split too",
             warn=True,
         )
         return report

@@ -181,11 +181,18 @@ class Interactions(DataKind):
                 "rows per split",
                 name,
                 len(part) >= q.min_rows_per_split,
-                f"{len(part)} interactions in {name} (min {q.min_rows_per_split})",
+                f"{len(part)} interactions in {name}",
+                expected=f"at least {q.min_rows_per_split} (quality.min_rows_per_split)",
             )
         for column, what in ((opts.user, "users"), (opts.item, "items")):
             n = s.train[column].nunique()
-            report.add(f"{what} in train", column, n >= 2, f"{n} {what} in the training split")
+            report.add(
+                f"{what} in train",
+                column,
+                n >= 2,
+                f"{n} {what} in the training split",
+                expected=f"at least 2 {what}",
+            )
         known = s.test[opts.user].isin(set(s.train[opts.user]))
         report.add(
             "test users seen in training",
@@ -193,6 +200,7 @@ class Interactions(DataKind):
             bool(known.any()),
             f"{known.mean():.0%} of test interactions are by users the training split has "
             "(the others get the popularity fallback)",
+            expected="some test users seen in training",
             warn=True,
         )
         return report

@@ -20,9 +20,9 @@ class Tabular(DataKind):
     name = "tabular"
 
     def read(self, spec: DatasetSpec) -> pd.DataFrame:
-        from driftloop.data import read_source, typed
+        from driftloop.data import needed_columns, read_source, typed
 
-        return typed(read_source(spec), spec)
+        return typed(read_source(spec, needed_columns(spec)), spec)
 
     def validate(self, df: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
         from driftloop.validation import validate_tabular

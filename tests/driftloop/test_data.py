@@ -65,7 +65,11 @@ def test_split_is_contiguous_in_time(tmp_path):
     [
         (lambda f: f.drop(columns=["b"]), r"column\(s\) \['b'\] named in the spec are not"),
         (lambda f: f.assign(a=["x"] * len(f)), "numeric column 'a' has non-numeric values"),
-        (lambda f: f.assign(when=["not a date"] * len(f)), "time column 'when' cannot be parsed"),
+        (
+            lambda f: f.assign(when=["not a date"] * len(f)),
+            r"column 'when': 800 of 800 values are not times in a format pandas infers "
+            r"\(set time.format\) \(first: 'not a date'\)",
+        ),
         (lambda f: f.assign(y=["?"] * len(f)), "target 'y' has non-numeric values"),
     ],
 )
@@ -73,6 +77,21 @@ def test_bad_data_is_one_clear_error(tmp_path, mutate, message):
     spec = load_spec(write_toy(tmp_path, frame=mutate(toy_frame())))
     with pytest.raises(DataError, match=message):
         load_window(spec, None, None)
+
+
+def test_a_bad_time_format_is_one_line_with_the_count_and_first_offender(tmp_path):
+    frame = toy_frame()
+    frame["when"] = pd.to_datetime(frame["when"]).dt.strftime("%Y-%m-%d %H:%M")
+    frame.loc[[5, 9, 700], "when"] = ["2020/01/01 05:00", "2020-13-01 09:00", "soon"]
+    spec = load_spec(
+        write_toy(tmp_path, frame=frame, time={"column": "when", "format": "%Y-%m-%d %H:%M"})
+    )
+    with pytest.raises(DataError) as e:
+        load_window(spec, None, None)
+    assert str(e.value) == (
+        "column 'when': 3 of 800 values are not times in format '%Y-%m-%d %H:%M' "
+        "(first: '2020/01/01 05:00')"
+    )
 
 
 def test_empty_window_and_missing_file(tmp_path):

@@ -166,8 +166,41 @@ def test_mixed_types_and_all_missing_are_named() -> None:
     cur.loc[3, "size"] = 7
     with pytest.raises(DataError, match="size"):
         column_drift(frame(2000, 1), cur, SCHEMA)
-    with pytest.raises(DataError, match="'b'"):
-        column_drift(frame(2000, 1), frame(500, 2).assign(b=np.nan), SCHEMA)
+
+
+def test_all_missing_columns_are_findings_not_errors(tmp_path: Path) -> None:
+    """The server accepts nulls: a window where a column is all null (numeric NaN, or a
+    categorical of None that Arrow types as null) is reported, not a crash."""
+    ref = frame(2000, 1)
+    cur = frame(500, 2).assign(b=np.nan, size=None)
+    cur.loc[cur.index < 100, "colour"] = None  # partly null: tested on what is there
+    r = column_drift(ref, cur, SCHEMA)
+    assert r.missing_columns == ["b", "size"]
+    assert set(r.columns) == {"a", "flag", "colour"}  # the share is over tested columns
+    assert r.missing_shares["b"] == r.missing_shares["size"] == 1.0
+    assert r.missing_shares["colour"] == pytest.approx(0.2)
+    assert r.drifted_share == pytest.approx(len(r.drifted_columns) / 3)
+    # The same from Parquet (as the job reads logs), and from precomputed statistics.
+    cur.to_parquet(tmp_path / "w.parquet")
+    assert column_drift(reference_statistics(ref, SCHEMA), tmp_path / "w.parquet", SCHEMA) == r
+    # Evidently's report leaves them out instead of failing.
+    out = evidently_report(ref, cur, SCHEMA, tmp_path / "r.html", sample_rows=500)
+    assert set(out["drift"]["columns"]) == {"a", "flag", "colour", PREDICTION}
+
+
+def test_every_feature_missing_is_recorded_with_no_drift() -> None:
+    # `size` all NaN: a float column where strings belong (a writer inferred the type of
+    # an all-null batch); with no value, it is missing, not a type error.
+    cur = frame(300, 2).assign(a=np.nan, b=np.nan, flag=np.nan, colour=None, size=np.nan)
+    r = column_drift(frame(2000, 1), cur, SCHEMA)
+    assert r.missing_columns == ["a", "b", "flag", "colour", "size"]
+    assert (r.columns, r.drifted_share, r.dataset_drift) == ({}, 0.0, False)
+    assert r.prediction is not None
+
+
+def test_a_reference_without_values_is_refused_at_registration() -> None:
+    with pytest.raises(DataError, match="'b' has only missing values in the reference"):
+        reference_statistics(frame(500, 1).assign(b=np.nan), SCHEMA)
 
 
 def test_empty_window_is_refused(tmp_path: Path) -> None:

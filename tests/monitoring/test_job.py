@@ -175,6 +175,42 @@ def test_garbage_windows_are_clear_errors(served, tmp_path):
     assert Registry(store).alias(MODEL, "production") == 1
 
 
+# Consecutive two-day windows, each compared with the previous one too (recent drift).
+EMPTY_COLUMNS = [
+    (datetime(2044, 1, 1), {"holiday": 1.0}),  # a categorical column entirely empty
+    (datetime(2044, 1, 3), {"hum": 1.0}),  # a numeric one
+    (datetime(2044, 1, 5), {"holiday": 1.0, "hum": 1.0, "weathersit": 0.5}),
+]
+
+
+def test_windows_with_empty_columns_are_findings_not_failures(served):
+    """The server accepts null features; the job must too: a column with no value in the
+    window is recorded as missing (and left out of the drifted share), never an exit 1."""
+    store, spec, schema, model = served
+    rows = load_window(spec, "2011-06-01", "2011-06-15")
+    for day, nulls in EMPTY_COLUMNS:
+        window = rows.copy()
+        for col, share in nulls.items():
+            window[col] = window[col].astype(object)
+            window.loc[window.index[: int(len(window) * share)], col] = None
+        _log(store, schema, model, window, day, timedelta(minutes=5))
+        record = run_window(
+            store, MODEL, day, day + timedelta(days=2), policy=DriftPolicy(), backend=None
+        )
+        empty = sorted(c for c, share in nulls.items() if share == 1.0)
+        assert record.rows == len(window)
+        assert sorted(record.missing_columns) == sorted(record.drift.missing_columns) == empty
+        assert not set(empty) & set(record.drift.columns)
+        assert record.drift.missing_shares == pytest.approx(nulls)
+        assert record.drifted_share == pytest.approx(
+            len(record.drifted_columns) / (len(schema.features) - len(empty))
+        )
+        assert record.evidently_decisions is not None
+        assert not set(empty) & set(record.evidently_decisions["columns"])
+        if day > EMPTY_COLUMNS[0][0]:  # against the previous window, its empty columns too
+            assert record.recent_drift_share is not None
+
+
 def test_drift_component_writes_the_report_as_a_kfp_html_artifact(served, tmp_path):
     """The same job as a KFP component, run by kfp.local: Output[HTML] holds the report."""
     import warnings

@@ -72,6 +72,17 @@ def test_submit_refuses_a_store_the_cluster_cannot_reach(kfp_api, local_settings
     assert kfp_api.runs == []
 
 
+def test_a_spec_mistake_fails_before_anything_is_uploaded_or_run(kfp_api, s3_store):
+    from driftloop.errors import DataError
+
+    spec = load_spec(SPEC)
+    wrong = spec.model_copy(update={"numeric": [*spec.numeric, "temperature"]})
+    req = RunRequest(spec=wrong, store_uri=s3_store.uri, end="2012-01-01")
+    with pytest.raises(DataError, match=r"column\(s\) \['temperature'\] named in the spec"):
+        submit(req, s3_store, kfp_api.host, "driftloop", "bike-manual")
+    assert kfp_api.runs == [] and s3_store.list("datasets") == []
+
+
 def test_kfp_backend_names_the_run_after_the_trigger_and_never_starts_it_twice(kfp_api, s3_store):
     store = s3_store
     backend = KfpBackend(host=kfp_api.host, spec_path=str(SPEC), store=store)

@@ -69,3 +69,30 @@ def test_logger_token_comes_from_the_flag_file_or_the_setting(tmp_path, monkeypa
     assert logger_token(None, settings) == "from-setting"
     with pytest.raises(ConfigError, match="cannot read the token file"):
         logger_token(str(tmp_path / "missing"), settings)
+
+
+def _help(main, argv: list[str], capsys) -> str:
+    import contextlib
+
+    with contextlib.suppress(SystemExit):
+        main(argv)
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_every_servers_help_states_where_it_binds(capsys) -> None:
+    from driftloop.cli import main as driftloop
+    from monitoring.collector import main as collector
+    from serving.__main__ import main as container
+
+    serve = _help(driftloop, ["serve", "--help"], capsys)
+    assert "--host HOST address to bind, REST and gRPC (default 127.0.0.1)" in serve
+    assert "REST port (default 8080)" in serve
+    pod = _help(container, ["--help"], capsys)
+    assert "Binds: REST on every address (0.0.0.0) at --http_port (default 8080)" in pod
+    assert "gRPC on --grpc_host at --grpc_port (default 0.0.0.0:8081)" in pod
+    for text in (
+        _help(collector, ["--help"], capsys),
+        _help(driftloop, ["collector", "-h"], capsys),
+    ):
+        assert "--port PORT HTTP port (default 8080)" in text
+        assert "--host HOST address to bind (default 127.0.0.1: this machine only" in text
