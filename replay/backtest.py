@@ -139,10 +139,16 @@ def score(rows: pd.DataFrame, served: pd.DataFrame, spec: DatasetSpec) -> dict[s
     return c
 
 
+def also_reported(spec: DatasetSpec) -> list[str]:
+    """Metrics reported beside the spec's: for a binary task both F1 (the decisions) and
+    ROC-AUC (the ranking), whichever the spec names."""
+    if spec.task != "binary":
+        return []
+    return [k for k in ("f1", "roc_auc") if k != spec.metric]
+
+
 def monthly(rows: pd.DataFrame, served: pd.DataFrame, spec: DatasetSpec) -> dict[str, list]:
-    keys = [spec.metric] + (
-        ["roc_auc"] if spec.task == "binary" and spec.metric != "roc_auc" else []
-    )
+    keys = [spec.metric, *also_reported(spec)]
     out: dict[str, list] = {"months": [], **{k: [] for k in keys}}
     for m, idx in rows.groupby(rows[TIME].dt.to_period("M")).groups.items():
         s = score(rows.loc[idx], served.loc[idx], spec)
@@ -376,14 +382,14 @@ def _check(config: BacktestConfig, spec: DatasetSpec) -> None:
 
 def summarise(config: BacktestConfig, out: dict[str, Any]) -> dict[str, Any]:
     """The figures a user compares strategies by: the average monthly metric of each
-    (and ROC-AUC for binary), retrains and promotions, the loop vs calendar LightGBM."""
+    (F1 and ROC-AUC for binary), retrains and promotions, the loop vs calendar LightGBM."""
     spec = config.spec()
     res = out["results"]
     summary: dict[str, Any] = {"metric": spec.metric}
     for name, r in res.items():
         summary[name] = round(float(np.nanmean(r["scores"][spec.metric])), 4)
-        if spec.task == "binary" and spec.metric != "roc_auc":
-            summary[f"{name}_roc_auc"] = round(float(np.nanmean(r["scores"]["roc_auc"])), 4)
+        for k in also_reported(spec):
+            summary[f"{name}_{k}"] = round(float(np.nanmean(r["scores"][k])), 4)
     if "driftloop" in res and "calendar_lgbm" in res:
         summary["ratio_vs_lgbm"] = round(summary["driftloop"] / summary["calendar_lgbm"], 3)
     if "driftloop" in res:
