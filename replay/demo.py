@@ -214,7 +214,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry(store)
 
     # 1. The first model: the training pipeline on 2011.
-    print("[1/3] training pipeline on bike sharing 2011 (kfp.local, 4 trials)...", flush=True)
+    print(
+        "[1/3] training pipeline on bike sharing 2011 (kfp.local; 2 LightGBM and 2 MLP "
+        "trials compete)...",
+        flush=True,
+    )
     run = run_local(RunRequest(spec=spec, store_uri=store.uri, end="2012-01-01"), store, quiet=True)
     if run.version is None:
         print("the first model did not pass the gate:\n" + run.gate)
@@ -252,7 +256,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     png = plot(rows, OUT / "loop.png", "driftloop on bike sharing 2012: served error and drift")
     notes = (
         f"Model trained on 2011; 2012 replayed in two-week windows; policy "
-        f"data/bike_policy.yaml; retraining on the trailing 180 days, {TRIALS} trials."
+        f"data/bike_policy.yaml; retraining on the trailing 180 days: {TRIALS} fresh trials "
+        "(LightGBM, MLP) and the production MLP fine-tuned compete; earlier versions too."
     )
     page = dashboard(rows, OUT / "dashboard.html", png, "driftloop loop demo", notes)
     print("\n[3/3] per window:\n" + table(rows))
@@ -309,8 +314,9 @@ def _print_metrics(registry: Registry, version: int) -> None:
     ref = VersionRef(MODEL, version)
     metrics = VersionMetrics.parse(registry.read_file(ref, VersionFiles.METRICS), str(ref))
     print(f"registered {MODEL} v{version} -> production")
+    family = registry.manifest(ref).family
     print(f"{'model':22s} {'RMSE':>8s} {'MAE':>8s} {'R2':>7s}   (test window, late 2011)")
-    for name, m in [("torch (driftloop)", metrics.test)] + [
+    for name, m in [(f"{family} (served)", metrics.test)] + [
         (f"baseline: {n}", m) for n, m in sorted(metrics.baselines.items())
     ]:
         print(f"{name:22s} {m['rmse']:8.2f} {m['mae']:8.2f} {m['r2']:7.3f}")
