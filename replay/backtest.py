@@ -502,13 +502,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--train-end", required=True, help="first model's window end; the replay starts here"
     )
     p.add_argument("--end", default="", help="replay end (default: the last row)")
-    p.add_argument("--window-days", type=float, default=d["window_days"].default)
-    p.add_argument("--label-delay-days", type=float, default=d["label_delay_days"].default)
-    p.add_argument("--retrain-days", type=int, default=d["retrain_days"].default)
+    p.add_argument(
+        "--window-days",
+        type=float,
+        default=d["window_days"].default,
+        help="drift-job window (default: %(default)s days)",
+    )
+    p.add_argument(
+        "--label-delay-days",
+        type=float,
+        default=d["label_delay_days"].default,
+        help="how long after serving a row its label arrives (default: %(default)s)",
+    )
+    p.add_argument(
+        "--retrain-days",
+        type=int,
+        default=d["retrain_days"].default,
+        help="a triggered run trains on [window end - days, window end) (default: %(default)s)",
+    )
     p.add_argument("--policy", help="drift policy YAML (default: driftloop.policy defaults)")
     p.add_argument("--margin", type=float, default=0.0, help="the gate's margin vs the champion")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-    p.add_argument("--report-rows", type=int, default=d["report_rows"].default)
+    p.add_argument(
+        "--report-rows",
+        type=int,
+        default=d["report_rows"].default,
+        help="rows of each window's Evidently HTML report, 0: none (default: %(default)s)",
+    )
     p.add_argument("--workers", type=int, default=2, help="strategies replayed at once")
     p.add_argument("--out", default="backtest-output", help="where the dashboard and JSON go")
 
