@@ -10,13 +10,17 @@ def gate(
     margin: float,
     baselines: dict,
     model: Input[Model],
+    train: Input[Dataset],
+    validation: Input[Dataset],
     test: Input[Dataset],
     report: Output[Markdown],
     run_id: str = "",
     trigger_id: str = "",
 ) -> bool:
-    """Challenger vs the floor, the production champion and earlier versions on the same
-    test window; the decision is kept in the store (``models/<m>/gates/``) whatever it is.
+    """Challenger (the selected recipe refit on ``train`` + ``validation``: every row
+    before the test window) vs the floor, the production champion and earlier versions on
+    the same test window; the decision is kept in the store (``models/<m>/gates/``)
+    whatever it is.
     Returns whether the challenger passed, a plain bool for ``dsl.If`` (kfp.local resolves
     single outputs only); the evidence goes to ``report`` (its metadata carries the
     verdict, the summary, the champion's metrics and the version to restore, if any)."""
@@ -36,6 +40,7 @@ def gate(
         margin,
         run_id,
         trigger_id,
+        (Path(train.path), Path(validation.path)),
     )
     print(decision.summary)
     Path(report.path).write_text("# Gate\n\n" + "\n".join(f"- {r}" for r in decision.reasons))

@@ -96,6 +96,8 @@ def training_pipeline(
             margin=margin,
             baselines=base.outputs["Output"],
             model=best.outputs["best"],
+            train=train_set,
+            validation=val_set,
             test=test_set,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             trigger_id=trigger_id,

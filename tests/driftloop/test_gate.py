@@ -10,12 +10,14 @@ import pytest
 from driftloop.data import TIME
 from driftloop.formats import TimeWindow, TriggerRecord
 from driftloop.gate import decide, gate_records, restore
+from driftloop.metrics import scores
 from driftloop.registry import Registry
 from driftloop.spec import load_spec
 from driftloop.steps import (
     earlier_scores,
     gate,
     ingest,
+    refit_model,
     run_baselines,
     run_inprocess,
     sample_trials,
@@ -232,3 +234,22 @@ def test_the_champion_comparison_uses_the_judged_rows():
     # saw 55 (better): it is judged on the latter, and the note says so.
     d = decide("rmse", {"rmse": 65.0}, BASE, champion, 0.0, judged={"rmse": 55.0}, note="N")
     assert d.passed and "rmse 55 beats champion v2 60" in d.summary and "N" in d.reasons
+
+
+def test_the_challenger_judged_is_its_recipe_refit_on_every_row_before_the_test(regimes, tmp_path):
+    spec, store, p3, trials = regimes
+    store = _copy(store, tmp_path / "store")
+    d = tmp_path / "run"
+    d.mkdir()
+    challenger = _bad_challenger(spec, p3, trials, d)
+    splits = (d / "train.parquet", d / "val.parquet")
+    base = run_baselines(*splits, d / "test.parquet", spec)
+    test = pd.read_parquet(d / "test.parquet")
+    alone, _ = gate(challenger, d / "test.parquet", spec, base, store, 0.0)
+    judged, _ = gate(challenger, d / "test.parquet", spec, base, store, 0.0, before_test=splits)
+    history = pd.concat([pd.read_parquet(p) for p in splits], ignore_index=True)
+    refit_score = scores(refit_model(challenger, history, spec).predict(test), test, spec)
+    assert judged.challenger == pytest.approx(refit_score["rmse"])
+    # The validation rows carry the real target (only the train split was shuffled):
+    # refit on them too, the recipe is judged with what it would serve with.
+    assert judged.challenger < alone.challenger
