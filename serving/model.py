@@ -7,7 +7,9 @@ predicts and encodes, with the codec of its schema's kind (``serving.codecs``: t
     preprocess   V1 dict / V2 InferRequest -> validated input columns  (the codec)
     predict      FittedModel.predict (the one prediction path) + business rules; with a
                  payload log, predict_logged: the family says what the log keeps
-    postprocess  V1 dict / V2 InferResponse; queue the payload log pair
+    postprocess  V1 dict / V2 InferResponse; queue the payload log pair; with a shadow
+                 version (``serving.shadow``), queue the decoded columns for it to score
+                 after the answer is built (logged as ``endpoint: shadow``)
 
 Each request takes the current ``Bundle`` once, in ``preprocess``, and carries it to the
 end, so a hot swap (``swap``) never mixes two models in one request. Run it with
@@ -32,6 +34,7 @@ from serving.artifacts import Bundle
 from serving.codecs import codec_for, logged_request
 from serving.options import DEFAULT_MAX_BATCH_ROWS
 from serving.payload_log import PayloadEmitter
+from serving.shadow import Shadow
 
 # Which registry version answers requests now: dashboards and the demo watch hot swaps here.
 SERVED_VERSION = Gauge("driftloop_served_version", "Registry version being served", ["model"])
@@ -65,14 +68,19 @@ class Predictor(Model):
         loader: Callable[[], Bundle],
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
         emitter: PayloadEmitter | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         super().__init__(name)
         self._loader, self.max_batch_rows, self.emitter = loader, max_batch_rows, emitter
+        self.shadow = shadow
         self._bundle: Bundle | None = None
 
     # -- model lifecycle ---------------------------------------------------------------
     def load(self) -> bool:
         self.swap(self._loader())
+        if self.shadow is not None and not self.shadow.tried:
+            # After the champion: a shadow that fails is logged and counted, never fatal.
+            self.shadow.load(self.bundle.schema, self._score_shadow)
         return self.ready
 
     def swap(self, bundle: Bundle) -> None:
@@ -80,6 +88,8 @@ class Predictor(Model):
         self._bundle = bundle  # one reference write: atomic under the GIL
         self.ready = True
         SERVED_VERSION.labels(self.name).set(bundle.version)
+        if self.shadow is not None:
+            self.shadow.recheck(bundle.schema)
 
     @property
     def served_version(self) -> int | None:
@@ -135,16 +145,22 @@ class Predictor(Model):
         version, schema = batch.bundle.version, batch.bundle.schema
         codec = codec_for(schema)
         logged = scored.logged
+        shadow = self.shadow
         if batch.v2 is None:
             body = codec.v1_response(self.name, version, schema, scored.pred, scored.rules_fired)
             v1 = batch.v1_body or {}
+            rid = batch.request_id
+            if rid is None and shadow is not None and shadow.active:
+                rid = str(uuid.uuid4())  # both pairs must carry the same id
             self._log(
-                batch.request_id,
+                rid,
                 lambda: (
                     v1 if logged is None else logged_request(logged, v1.get("timestamp")),
                     body,
                 ),
             )
+            if shadow is not None:
+                shadow.submit((batch, rid))  # the answer is built: the shadow scores later
             return body
         outs = codec.v2_outputs(schema, scored.pred, scored.rules_fired)
         rid = batch.request_id or str(uuid.uuid4())
@@ -175,6 +191,8 @@ class Predictor(Model):
                 },
             ),
         )
+        if shadow is not None:
+            shadow.submit((batch, rid))
         return InferResponse(
             response_id=rid,
             model_name=self.name,
@@ -185,6 +203,40 @@ class Predictor(Model):
             use_binary_outputs=binary,
             requested_outputs=requested,
         )
+
+    def _score_shadow(self, bundle: Bundle, job: tuple[Batch, str | None]) -> None:
+        """The shadow's thread: score one answered request with the shadow ``bundle`` and
+        log its pair as the champion's would be, under the same id, ``endpoint: shadow``.
+        Raising is the shadow's failure (``serving.shadow`` counts it)."""
+        batch, rid = job
+        if self.emitter is None:
+            bundle.model.predict(batch.columns)
+            if bundle.rules is not None:
+                bundle.rules.evaluate(batch.columns)
+            return
+        pred, logged = bundle.model.predict_logged(batch.columns)
+        fired = bundle.rules.evaluate(batch.columns) if bundle.rules is not None else None
+        codec, version, schema = codec_for(bundle.schema), bundle.version, bundle.schema
+        v2 = batch.v2
+        if v2 is None:
+            v1 = batch.v1_body or {}
+            req = v1 if logged is None else logged_request(logged, v1.get("timestamp"))
+            resp = codec.v1_response(self.name, version, schema, pred, fired)
+        else:
+            rid = rid or str(uuid.uuid4())
+            params = dict(v2.parameters or {})
+            req = (
+                protocol.v2_request_json(rid, v2.parameters, v2.inputs)
+                if logged is None
+                else logged_request(logged, params.get("timestamp"))
+            )
+            resp = {
+                "id": rid,
+                "model_name": self.name,
+                "model_version": str(version),
+                "outputs": codec.v2_outputs(schema, pred, fired),
+            }
+        self.emitter.emit(rid, orjson.dumps(req), orjson.dumps(resp), endpoint="shadow")
 
     def _log(self, request_id: str | None, bodies: Callable[[], tuple[dict, dict]]) -> None:
         if self.emitter is None:

@@ -1,0 +1,215 @@
+"""Shadow scoring: a second registry version scores what the champion served, off the
+request path; its predictions go to the payload log under the same request id with
+``endpoint: shadow``.
+
+    python -m serving ... --shadow_version 4 [--shadow_share 0.25]
+    driftloop serve --model bike-sharing --shadow-version 4 [--shadow-share 0.25]
+
+1. At load the shadow version is loaded and verified like the champion (its own files'
+   sha256, its family, its rules) and must take the champion's inputs: the same schema
+   kind, input columns and (tabular) feature kinds; ``check_compatible`` refuses any
+   other with one message. A shadow that fails to load is logged and counted
+   (``driftloop_shadow_errors_total{stage="load"}``, ``driftloop_shadow_version`` 0); the
+   champion serves as if there were no shadow.
+2. Each answered request (or the sampled ``share`` of them) is queued *after* its
+   response is built: the answer is always the champion's, and its latency does not wait
+   for the shadow. One daemon thread scores the queue with the decoded columns the
+   champion saw. A full queue (the shadow cannot keep up) skips the request and counts it
+   (``driftloop_shadow_skipped_total``): the shadow never slows serving down unboundedly.
+3. A shadow that raises on a request is counted (``driftloop_shadow_errors_total
+   {stage="predict"}``) and logged at most once every 10 s; the answer was already sent.
+4. A hot swap re-checks the shadow against the new champion: one whose inputs no longer
+   match is dropped (logged and counted), never half-used.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from driftloop.errors import ConfigError
+from driftloop.formats import InputSchema
+from serving.artifacts import Bundle
+
+log = logging.getLogger(__name__)
+
+SHADOW_VERSION = Gauge(
+    "driftloop_shadow_version",
+    "Registry version scoring in shadow beside the served one (0: none, or it failed to load)",
+    ["model"],
+)
+SHADOW_ERRORS = Counter(
+    "driftloop_shadow_errors",
+    "Shadow failures: stage=load (the version did not load or does not fit the champion), "
+    "stage=predict (it raised on a request; the answer was the champion's all the same)",
+    ["model", "stage"],
+)
+SHADOW_SCORED = Counter("driftloop_shadow_scored", "Requests the shadow scored", ["model"])
+SHADOW_SKIPPED = Counter(
+    "driftloop_shadow_skipped",
+    "Requests not shadowed: the shadow's queue was full (it cannot keep up)",
+    ["model"],
+)
+# 100 requests of up to max_batch_rows rows each: a few MB of decoded columns at most,
+# and seconds of backlog at single-row rates; past that the shadow is behind and skips.
+DEFAULT_MAX_PENDING = 100
+
+
+def check_compatible(champion: InputSchema, shadow: InputSchema, version: int) -> None:
+    """ConfigError unless the shadow takes exactly the champion's decoded inputs."""
+    if champion.kind != shadow.kind or champion.inputs != shadow.inputs:
+        raise ConfigError(
+            f"shadow v{version} takes {shadow.kind} inputs {shadow.inputs}, the served model "
+            f"{champion.kind} inputs {champion.inputs}: a shadow must accept the same "
+            "inputs; pick a version trained on the same features"
+        )
+    kinds, theirs = getattr(champion, "kinds", None), getattr(shadow, "kinds", None)
+    if champion.kind == "tabular" and kinds != theirs:
+        raise ConfigError(
+            f"shadow v{version} reads its features as {theirs}, the served model as "
+            f"{kinds}: a shadow must accept the same inputs; pick a version trained on the "
+            "same features"
+        )
+
+
+class Shadow:
+    """The shadow version of one predictor: its bundle, a bounded queue and one scorer
+    thread. ``score(bundle, job)`` is the predictor's: it predicts and logs one job."""
+
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        loader: Callable[[], Bundle],
+        share: float = 1.0,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        seed: int | None = None,
+    ) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"shadow share must be in [0, 1], not {share}")
+        self.model, self.version, self.share, self.max_pending = model, version, share, max_pending
+        self._loader = loader
+        self.bundle: Bundle | None = None
+        self.error = ""  # why there is no shadow bundle, if it failed
+        self.tried = False  # load was called (a reload after an unload does not retry)
+        self._score: Callable[[Bundle, Any], None] | None = None
+        self._random = random.Random(seed)
+        self._queue: deque[tuple[Bundle, Any]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closing = False
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._warned = 0.0
+        SHADOW_VERSION.labels(model).set(0)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def load(self, champion: InputSchema, score: Callable[[Bundle, Any], None]) -> bool:
+        """Load the shadow beside a champion with schema ``champion``; False (logged and
+        counted, the champion unaffected) if it cannot."""
+        self._score, self.tried = score, True
+        try:
+            bundle = self._loader()
+            if bundle.version != self.version:
+                raise ConfigError(f"asked for shadow v{self.version}, loaded v{bundle.version}")
+            check_compatible(champion, bundle.schema, bundle.version)
+        except Exception as e:
+            self._fail(f"shadow v{self.version} of {self.model} not loaded: {e}")
+            return False
+        self.bundle, self.error = bundle, ""
+        SHADOW_VERSION.labels(self.model).set(bundle.version)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"shadow-{self.model}", daemon=True
+            )
+            self._thread.start()
+        log.info("%s: shadow v%s scores beside the served model", self.model, bundle.version)
+        return True
+
+    def recheck(self, champion: InputSchema) -> None:
+        """A new champion was swapped in: keep the shadow only if it still fits."""
+        bundle = self.bundle
+        if bundle is None:
+            return
+        try:
+            check_compatible(champion, bundle.schema, bundle.version)
+        except ConfigError as e:
+            self.bundle = None
+            self._fail(f"shadow dropped after the served model changed: {e}")
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        SHADOW_ERRORS.labels(self.model, "load").inc()
+        SHADOW_VERSION.labels(self.model).set(0)
+        log.error("%s", message)
+
+    @property
+    def active(self) -> bool:
+        return self.bundle is not None and self.share > 0
+
+    # -- the request path: never blocks, never raises -------------------------------------
+    def submit(self, job: Any) -> None:
+        """Queue ``job`` for the shadow (after the response is built), or skip it."""
+        bundle = self.bundle
+        if bundle is None or self.share <= 0:
+            return
+        if self.share < 1 and self._random.random() >= self.share:
+            return
+        with self._cond:
+            if len(self._queue) >= self.max_pending or self._closing:
+                full = True
+            else:
+                full = False
+                self._queue.append((bundle, job))
+                self._cond.notify()
+        if full:
+            SHADOW_SKIPPED.labels(self.model).inc()
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being scored (tests and benchmarks wait on this)."""
+        with self._cond:
+            return not self._queue and not self._busy
+
+    # -- the scorer thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                bundle, job = self._queue.popleft()
+                self._busy = True
+            try:
+                assert self._score is not None
+                self._score(bundle, job)
+                SHADOW_SCORED.labels(self.model).inc()
+            except Exception as e:
+                SHADOW_ERRORS.labels(self.model, "predict").inc()
+                if time.monotonic() - self._warned >= 10:  # an outage is a line, not thousands
+                    self._warned = time.monotonic()
+                    log.warning(
+                        "%s: shadow v%s failed on a request (the answer was the served "
+                        "model's): %s: %s",
+                        self.model,
+                        bundle.version,
+                        type(e).__name__,
+                        e,
+                    )
+            finally:
+                with self._cond:
+                    self._busy = False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Score what is queued (up to ``timeout``), then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,207 @@
+"""Shadow scoring: the champion answers, a second version scores the same inputs after
+the answer and is logged under the same request id as ``endpoint: shadow``; a shadow
+that does not load, does not fit or raises never touches the answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from driftloop.errors import ConfigError
+from driftloop.formats import Lineage, VersionFiles
+from driftloop.payloads import BATCH_CONTENT_TYPE, read_logs
+from driftloop.registry import Registry, VersionRef
+from driftloop.store import LocalStore
+from monitoring.collector import Collector
+from serving.artifacts import load_dir, load_from_registry
+from serving.model import Predictor
+from serving.shadow import Shadow, check_compatible
+from tests.conftest import wait_for
+from tests.monitoring.helpers import run
+from tests.serving.conftest import Receiver, Trained, rows
+from tests.serving.test_server import v2_body
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def events_of(receiver: Receiver, service: str) -> list[dict]:
+    return [e for e in receiver.events() if e["inferenceservicename"] == service]
+
+
+def pairs(receiver: Receiver, service: str) -> dict[tuple[str, str], dict[str, dict]]:
+    """(request id, endpoint) -> {"request": body, "response": body}."""
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for e in events_of(receiver, service):
+        out.setdefault((e["id"], e["endpoint"]), {})[e["type"].rsplit(".", 1)[1]] = e["data"]
+    return out
+
+
+def test_the_answer_is_the_champions_and_both_predictions_are_logged_under_one_id(
+    client: httpx.Client, bike: Trained, shadowed: Registry, receiver: Receiver
+) -> None:
+    receiver.posts.clear()
+    v1 = {"instances": rows(bike, 3), "timestamp": "2011-02-27T17:00:00+00:00"}
+    alone = client.post("/v1/models/bike:predict", json=v1)  # the same weights, no shadow
+    r = client.post("/v1/models/bike-shadowed:predict", json=v1, headers={"x-request-id": "s-1"})
+    assert alone.status_code == r.status_code == 200, r.text
+    assert r.json()["predictions"] == alone.json()["predictions"]
+    assert r.json()["model_version"] == "1"
+    untagged = client.post("/v1/models/bike-shadowed:predict", json=v1)  # no x-request-id
+    assert untagged.status_code == 200
+
+    assert wait_for(lambda: len(events_of(receiver, "bike-shadowed")) >= 8)
+    logged = pairs(receiver, "bike-shadowed")
+    champion, shadow = logged[("s-1", "default")], logged[("s-1", "shadow")]
+    assert champion["response"] == r.json()
+    assert shadow["request"] == champion["request"] == v1  # the same inputs
+    assert shadow["response"]["model_version"] == "2"
+    # What v2 answers when it serves alone: the shadow really is v2, scored on these rows.
+    v2 = Predictor(
+        "bike-shadowed", lambda: load_from_registry(shadowed, VersionRef("bike-sharing", 2))
+    )
+    v2.load()
+    expected = v2.postprocess(v2.predict(v2.preprocess(v1)))
+    assert isinstance(expected, dict)
+    assert shadow["response"]["predictions"] == pytest.approx(expected["predictions"])
+    assert shadow["response"]["predictions"] != champion["response"]["predictions"]
+    # A request without an id still pairs: one generated id for both.
+    other = {rid for rid, _ in logged if rid != "s-1"}
+    assert len(other) == 1 and {e for rid, e in logged if rid in other} == {"default", "shadow"}
+    assert sample("driftloop_shadow_version", model="bike-shadowed") == 2
+
+
+def test_v2_requests_are_shadowed_under_their_id(
+    client: httpx.Client, bike: Trained, receiver: Receiver
+) -> None:
+    receiver.posts.clear()
+    r = client.post(
+        "/v2/models/bike-shadowed/infer", json={**v2_body(bike, rows(bike, 2)), "id": "v2-s"}
+    )
+    assert r.status_code == 200, r.text
+    assert wait_for(lambda: ("v2-s", "shadow") in pairs(receiver, "bike-shadowed"))
+    logged = pairs(receiver, "bike-shadowed")
+    assert logged[("v2-s", "shadow")]["response"]["model_version"] == "2"
+    assert logged[("v2-s", "default")]["response"]["model_version"] == "1"
+    assert logged[("v2-s", "shadow")]["request"] == logged[("v2-s", "default")]["request"]
+
+
+def test_shadow_rows_reach_the_log_beside_the_champions(
+    client: httpx.Client, bike: Trained, receiver: Receiver, tmp_path: Path
+) -> None:
+    """Through the real collector: one request, two rows per instance, one per endpoint,
+    under the same request id; the read path keeps both (a shadow row is not a copy)."""
+    receiver.posts.clear()
+    for i in range(2):
+        r = client.post(
+            "/v1/models/bike-shadowed:predict",
+            json={"instances": rows(bike, 2)},
+            headers={"x-request-id": f"col-{i}"},
+        )
+        assert r.status_code == 200
+    assert wait_for(lambda: len(events_of(receiver, "bike-shadowed")) >= 8)
+    store = LocalStore(tmp_path / "store")
+    src = tmp_path / "version"  # the collector logs committed versions only: v1 and v2
+    src.mkdir()
+    shutil.copy(bike.dir / VersionFiles.SCHEMA, src / VersionFiles.SCHEMA)
+    for _ in range(2):
+        Registry(store).register("bike-shadowed", src, Lineage(), "tabular-torch")
+    collector = Collector(store, data_dir=tmp_path / "data")
+    headers = [(b"content-type", BATCH_CONTENT_TYPE.encode())]
+    for _, batch in receiver.posts:
+        status, out = run(collector.post_events(headers, json.dumps(batch).encode()))
+        assert status == 200 and not json.loads(out)["rejected"], out
+    assert run(collector.flush()).rows == 8
+    logged = read_logs(store, "bike-shadowed")
+    assert len(logged) == 8
+    by = logged.groupby(["endpoint", "version"]).size().to_dict()
+    assert by == {("default", 1): 4, ("shadow", 2): 4}
+    assert set(logged["request_id"]) == {"col-0", "col-1"}
+    shadow_only = read_logs(store, "bike-shadowed", 2, "shadow")
+    assert len(shadow_only) == 4 and (shadow_only["endpoint"] == "shadow").all()
+
+
+def test_a_shadow_that_cannot_load_leaves_the_champion_serving_and_is_on_metrics(
+    client: httpx.Client, bike: Trained, receiver: Receiver
+) -> None:
+    receiver.posts.clear()
+    r = client.post(
+        "/v1/models/bike-shadow-missing:predict",
+        json={"instances": rows(bike, 2)},
+        headers={"x-request-id": "m-1"},
+    )
+    assert r.status_code == 200 and r.json()["model_version"] == "1"
+    exposed = client.get("/metrics").text
+    assert 'driftloop_shadow_version{model="bike-shadow-missing"} 0.0' in exposed
+    assert 'driftloop_shadow_errors_total{model="bike-shadow-missing",stage="load"} 1.0' in exposed
+    assert wait_for(lambda: ("m-1", "default") in pairs(receiver, "bike-shadow-missing"))
+    assert {e for _, e in pairs(receiver, "bike-shadow-missing")} == {"default"}
+
+
+def test_a_shadow_that_raises_never_fails_a_request(
+    client: httpx.Client, bike: Trained, receiver: Receiver
+) -> None:
+    before = sample("driftloop_shadow_errors_total", model="bike-shadow-raising", stage="predict")
+    alone = client.post("/v1/models/bike:predict", json={"instances": rows(bike, 4)})
+    for _ in range(5):
+        r = client.post("/v1/models/bike-shadow-raising:predict", json={"instances": rows(bike, 4)})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == alone.json()["predictions"]
+    v2 = client.post("/v2/models/bike-shadow-raising/infer", json=v2_body(bike, rows(bike, 2)))
+    assert v2.status_code == 200, v2.text
+    key = {"model": "bike-shadow-raising", "stage": "predict"}
+    assert wait_for(lambda: sample("driftloop_shadow_errors_total", **key) == before + 6)
+    assert "driftloop_shadow_errors_total" in client.get("/metrics").text
+    assert {e for _, e in pairs(receiver, "bike-shadow-raising")} <= {"default"}
+
+
+def test_a_share_of_zero_logs_no_shadow_rows(
+    client: httpx.Client, bike: Trained, receiver: Receiver
+) -> None:
+    receiver.posts.clear()
+    for i in range(5):
+        r = client.post(
+            "/v1/models/bike-shadow-off:predict",
+            json={"instances": rows(bike, 1)},
+            headers={"x-request-id": f"off-{i}"},
+        )
+        assert r.status_code == 200
+    assert wait_for(lambda: len(pairs(receiver, "bike-shadow-off")) >= 5)
+    assert {e for _, e in pairs(receiver, "bike-shadow-off")} == {"default"}
+    assert sample("driftloop_shadow_scored_total", model="bike-shadow-off") == 0
+    assert sample("driftloop_shadow_version", model="bike-shadow-off") == 2  # loaded, idle
+
+
+def test_a_shadow_with_other_inputs_is_refused_with_one_message(
+    bike: Trained, bank: Trained, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ConfigError, match="a shadow must accept the same inputs"):
+        check_compatible(load_dir(bike.dir).schema, load_dir(bank.dir).schema, 1)
+    shadow = Shadow("bike-vs-bank", 1, lambda: load_dir(bank.dir))
+    predictor = Predictor("bike-vs-bank", lambda: load_dir(bike.dir), shadow=shadow)
+    with caplog.at_level(logging.ERROR, logger="serving.shadow"):
+        assert predictor.load()  # the champion serves...
+    assert shadow.bundle is None and not shadow.active  # ...and the shadow was refused
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [shadow.error]
+    assert "shadow v1 of bike-vs-bank not loaded" in shadow.error
+    assert "a shadow must accept the same inputs" in shadow.error
+    assert sample("driftloop_shadow_errors_total", model="bike-vs-bank", stage="load") == 1
+    assert sample("driftloop_shadow_version", model="bike-vs-bank") == 0
+
+
+def test_a_hot_swap_to_other_inputs_drops_the_shadow(bike: Trained, bank: Trained) -> None:
+    shadow = Shadow("bike-swapped", 1, lambda: load_dir(bike.dir))
+    predictor = Predictor("bike-swapped", lambda: load_dir(bike.dir), shadow=shadow)
+    predictor.load()
+    assert shadow.active and sample("driftloop_shadow_version", model="bike-swapped") == 1
+    predictor.swap(load_dir(bank.dir))
+    assert not shadow.active and "same inputs" in shadow.error
+    assert sample("driftloop_shadow_version", model="bike-swapped") == 0
