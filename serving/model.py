@@ -19,8 +19,9 @@ end, so a hot swap (``swap``) never mixes two models in one request. Run it with
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -204,18 +205,57 @@ class Predictor(Model):
             requested_outputs=requested,
         )
 
-    def _score_shadow(self, bundle: Bundle, job: tuple[Batch, str | None]) -> None:
-        """The shadow's thread: score one answered request with the shadow ``bundle`` and
-        log its pair as the champion's would be, under the same id, ``endpoint: shadow``.
-        Raising is the shadow's failure (``serving.shadow`` counts it)."""
-        batch, rid = job
-        if self.emitter is None:
-            bundle.model.predict(batch.columns)
-            if bundle.rules is not None:
-                bundle.rules.evaluate(batch.columns)
-            return
-        pred, logged = bundle.model.predict_logged(batch.columns)
-        fired = bundle.rules.evaluate(batch.columns) if bundle.rules is not None else None
+    def _score_shadow(self, bundle: Bundle, jobs: list[tuple[Batch, str | None]]) -> None:
+        """The shadow's thread: score answered requests with the shadow ``bundle`` (in one
+        model call when their columns concatenate) and log each one's pair as the
+        champion's would be, under its id, ``endpoint: shadow``. Raising is the shadow's
+        failure (``serving.shadow`` counts it and tries the jobs one by one); nothing is
+        logged until every job of the call is scored, so a retry logs nothing twice."""
+        merged = _concat([b.columns for b, _ in jobs]) if len(jobs) > 1 else None
+        if merged is None:  # one job, or columns of a kind that does not concatenate
+            parts = [(batch.columns, [(batch, rid)], [0]) for batch, rid in jobs]
+        else:
+            parts = [(merged[0], jobs, merged[1])]
+        pairs: list[tuple[str | None, bytes, bytes]] = []
+        for columns, group, sizes in parts:
+            if self.emitter is None:
+                bundle.model.predict(columns)
+                if bundle.rules is not None:
+                    bundle.rules.evaluate(columns)
+                continue
+            pred, logged = bundle.model.predict_logged(columns)
+            fired = bundle.rules.evaluate(columns) if bundle.rules is not None else None
+            if len(group) == 1:
+                pairs.append(self._shadow_pair(bundle, *group[0], pred, fired, logged))
+                continue
+            total, start = sum(sizes), 0
+            for (batch, rid), n in zip(group, sizes, strict=True):
+                cut = slice(start, start + n)
+                start += n
+                pairs.append(
+                    self._shadow_pair(
+                        bundle,
+                        batch,
+                        rid,
+                        _rows(pred, cut, total),
+                        None if fired is None else fired[cut],
+                        None if logged is None else _rows(logged, cut, total),
+                    )
+                )
+        if self.emitter is not None:
+            for rid, req, resp in pairs:
+                self.emitter.emit(rid, req, resp, endpoint="shadow")
+
+    def _shadow_pair(
+        self,
+        bundle: Bundle,
+        batch: Batch,
+        rid: str | None,
+        pred: dict[str, np.ndarray],
+        fired: list[list[str]] | None,
+        logged: dict[str, np.ndarray] | None,
+    ) -> tuple[str | None, bytes, bytes]:
+        """The shadow's request/response JSON for one request, as the champion logs its own."""
         codec, version, schema = codec_for(bundle.schema), bundle.version, bundle.schema
         v2 = batch.v2
         if v2 is None:
@@ -236,7 +276,7 @@ class Predictor(Model):
                 "model_version": str(version),
                 "outputs": codec.v2_outputs(schema, pred, fired),
             }
-        self.emitter.emit(rid, orjson.dumps(req), orjson.dumps(resp), endpoint="shadow")
+        return rid, orjson.dumps(req), orjson.dumps(resp)
 
     def _log(self, request_id: str | None, bodies: Callable[[], tuple[dict, dict]]) -> None:
         if self.emitter is None:
@@ -246,3 +286,35 @@ class Predictor(Model):
             self.emitter.emit(request_id, orjson.dumps(req), orjson.dumps(resp))
         except Exception:
             self.emitter.count_dropped(2)
+
+
+def _concat(columns: list[Any]) -> tuple[dict[str, Any], list[int]] | None:
+    """Several requests' decoded columns as one (and each one's rows), or None when they
+    are not all mappings of the same names to arrays or lists (then they are scored one
+    by one)."""
+    first = columns[0]
+    if not all(isinstance(c, Mapping) and c.keys() == first.keys() for c in columns):
+        return None
+    merged: dict[str, Any] = {}
+    sizes: list[int] = []
+    for name in first:
+        values = [c[name] for c in columns]
+        if all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in values):
+            merged[name] = np.concatenate(values)
+        elif all(isinstance(v, list) for v in values):
+            merged[name] = [x for v in values for x in v]
+        else:
+            return None
+        lengths = [len(v) for v in values]
+        if sizes and lengths != sizes:
+            return None
+        sizes = lengths
+    return (merged, sizes) if sizes else None
+
+
+def _rows(arrays: dict[str, Any], cut: slice, total: int) -> dict[str, Any]:
+    """The rows ``cut`` of each per-row array; anything else (a scalar) as it is."""
+    return {
+        k: v[cut] if isinstance(v, np.ndarray | list) and len(v) == total else v
+        for k, v in arrays.items()
+    }

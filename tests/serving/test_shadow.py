@@ -78,6 +78,36 @@ def test_the_answer_is_the_champions_and_both_predictions_are_logged_under_one_i
     assert sample("driftloop_shadow_version", model="bike-shadowed") == 2
 
 
+def test_requests_scored_together_each_get_their_own_predictions(
+    client: httpx.Client, bike: Trained, shadowed: Registry, receiver: Receiver
+) -> None:
+    """Requests that arrive within the shadow's linger are scored in one model call;
+    each request's logged rows are still its own, as v2 alone answers them."""
+    receiver.posts.clear()
+    batches, start = [], 0
+    for i, n in enumerate([1, 3, 2, 5, 1, 4]):
+        inst = rows(bike, start + n)[start:]
+        start += n
+        batches.append((f"t-{i}", {"instances": inst}))
+        r = client.post(
+            "/v1/models/bike-shadowed:predict",
+            json=batches[-1][1],
+            headers={"x-request-id": f"t-{i}"},
+        )
+        assert r.status_code == 200
+    assert wait_for(lambda: len(events_of(receiver, "bike-shadowed")) >= 4 * len(batches))
+    logged = pairs(receiver, "bike-shadowed")
+    v2 = Predictor("bike-v2", lambda: load_from_registry(shadowed, VersionRef("bike-sharing", 2)))
+    v2.load()
+    for rid, body in batches:
+        alone = v2.postprocess(v2.predict(v2.preprocess(body)))
+        assert isinstance(alone, dict)
+        got = logged[(rid, "shadow")]["response"]
+        assert got["predictions"] == pytest.approx(alone["predictions"])
+        assert got["rules_fired"] == alone["rules_fired"]
+        assert logged[(rid, "shadow")]["request"] == body
+
+
 def test_v2_requests_are_shadowed_under_their_id(
     client: httpx.Client, bike: Trained, receiver: Receiver
 ) -> None:
@@ -205,3 +235,36 @@ def test_a_hot_swap_to_other_inputs_drops_the_shadow(bike: Trained, bank: Traine
     predictor.swap(load_dir(bank.dir))
     assert not shadow.active and "same inputs" in shadow.error
     assert sample("driftloop_shadow_version", model="bike-swapped") == 0
+
+
+def test_an_image_shadow_must_take_the_same_tensor(digits: Trained) -> None:
+    schema = load_dir(digits.dir).schema
+    check_compatible(schema, schema, 2)  # the same contract: accepted
+    tensor = schema.input.model_copy(update={"shape": [1, 16, 16]})  # type: ignore[union-attr]
+    other = schema.model_copy(update={"input": tensor})
+    with pytest.raises(ConfigError, match="shadow v2 reads its inputs as .*same inputs"):
+        check_compatible(schema, other, 2)
+
+
+def test_queued_requests_are_scored_together_and_a_failing_one_alone(bike: Trained) -> None:
+    """The scorer takes what gathered in its linger in one call; a call that raises is
+    retried one request at a time, so only the request it fails on is lost."""
+    calls: list[list[str]] = []
+
+    def score(bundle: object, jobs: list[str]) -> None:
+        calls.append(list(jobs))
+        if "bad" in jobs:
+            raise ValueError("cannot score 'bad'")
+
+    shadow = Shadow("bike-batched", 1, lambda: load_dir(bike.dir), linger_s=0.2)
+    assert shadow.load(load_dir(bike.dir).schema, score)
+    try:
+        for job in ["a", "b", "bad", "c"]:
+            shadow.submit(job)
+        assert wait_for(shadow.idle)
+    finally:
+        shadow.close()
+    assert calls[0] == ["a", "b", "bad", "c"]  # one call for the four...
+    assert calls[1:] == [["a"], ["b"], ["bad"], ["c"]]  # ...then one at a time
+    assert sample("driftloop_shadow_scored_total", model="bike-batched") == 3
+    assert sample("driftloop_shadow_errors_total", model="bike-batched", stage="predict") == 1
