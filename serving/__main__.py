@@ -25,10 +25,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftloop import entrypoint
 from driftloop.errors import DriftloopError
 from driftloop.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.shadow import Shadow
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,13 +114,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def shadow_for(args: argparse.Namespace, settings: Settings) -> Shadow | None:
+    """The ``--shadow_version`` to load beside ``--model_dir``: that version of the same
+    registered model (named in the served version's manifest), from the settings' store.
+    Nothing is read here: a store or version that fails fails the shadow's load alone."""
+    if args.shadow_version is None:
+        return None
+    from driftloop.registry import Registry, VersionRef
+    from driftloop.store import open_store
+    from serving.artifacts import Bundle, load_from_registry, read_manifest
+    from serving.shadow import Shadow
+
+    model_dir, version = Path(args.model_dir), args.shadow_version
+
+    def load() -> Bundle:
+        ref = VersionRef(read_manifest(model_dir).model, version)
+        return load_from_registry(Registry(open_store(settings)), ref)
+
+    return Shadow(args.model_name, version, load, args.shadow_share)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
-    from serving.artifacts import Bundle, load_dir, load_from_registry, read_manifest
+    from serving.artifacts import load_dir
     from serving.model import Predictor
     from serving.payload_log import emitter_for, logger_token
-    from serving.shadow import Shadow
 
     torch.set_num_threads(args.torch_threads)
     service = args.inference_service or args.model_name
@@ -125,19 +148,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.logger_url, args.model_name, service, args.namespace, args.endpoint, token
     )
     model_dir = Path(args.model_dir)
-    shadow = None
-    if args.shadow_version is not None:
-        from driftloop.registry import Registry, VersionRef
-        from driftloop.store import open_store
-
-        version = args.shadow_version
-
-        def load_shadow() -> Bundle:
-            # The registry's name for the model is the served version's (its manifest).
-            ref = VersionRef(read_manifest(model_dir).model, version)
-            return load_from_registry(Registry(open_store(settings)), ref)
-
-        shadow = Shadow(args.model_name, version, load_shadow, args.shadow_share)
+    shadow = shadow_for(args, settings)
     predictor = Predictor(
         args.model_name, lambda: load_dir(model_dir), args.max_batch_rows, emitter, shadow
     )

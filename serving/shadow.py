@@ -15,14 +15,14 @@ request path; its predictions go to the payload log under the same request id wi
    response is built: the answer is always the champion's, and its latency does not wait
    for the shadow. One daemon thread, at the lowest CPU priority, scores the queue with
    the decoded columns the champion saw: it lets requests gather for ``linger_s`` and
-   scores up to ``max_batch`` of them in one call (``score`` gets the list), since one
-   model call costs about the same for one row as for fifty; that is what keeps the
-   shadow's cost per request small. A full queue (the shadow cannot keep up) skips the
-   request and counts it (``driftloop_shadow_skipped_total``): the shadow never slows
-   serving down unboundedly.
+   scores up to ``max_batch`` of them in one call (``score`` gets the list): most of a
+   one-row prediction is the call's fixed cost, so this is what keeps the shadow's cost
+   per request small. A full queue (the shadow cannot keep up) skips the request and
+   counts it (``driftloop_shadow_skipped_total``): the shadow never slows serving down
+   unboundedly.
 3. A shadow that raises on a batch is tried again one request at a time; each request
-   it raises on is counted (``driftloop_shadow_errors_total
-   {stage="predict"}``) and logged at most once every 10 s; the answer was already sent.
+   it raises on is counted (``driftloop_shadow_errors_total{stage="predict"}``) and
+   logged at most once every 10 s; the answer was already sent.
 4. A hot swap re-checks the shadow against the new champion: one whose inputs no longer
    match is dropped (logged and counted), never half-used.
 """

@@ -268,3 +268,30 @@ def test_queued_requests_are_scored_together_and_a_failing_one_alone(bike: Train
     assert calls[1:] == [["a"], ["b"], ["bad"], ["c"]]  # ...then one at a time
     assert sample("driftloop_shadow_scored_total", model="bike-batched") == 3
     assert sample("driftloop_shadow_errors_total", model="bike-batched", stage="predict") == 1
+
+
+def test_the_container_loads_its_shadow_from_the_store(bike: Trained, shadowed: Registry) -> None:
+    """``python -m serving --shadow_version 2``: version 2 of the model named in the
+    served version's manifest, from the settings' store, verified as it is downloaded."""
+    import argparse
+
+    from kserve.model_server import parser as kserve_parser
+
+    from driftloop.settings import load_settings
+    from serving.__main__ import add_arguments, shadow_for
+
+    p = argparse.ArgumentParser(parents=[kserve_parser])
+    add_arguments(p)
+    argv = ["--model_name", "bike-pod", "--model_dir", str(bike.dir)]
+    settings = load_settings(store_uri=shadowed.store.uri)  # type: ignore[attr-defined]
+    assert shadow_for(p.parse_args(argv), settings) is None
+    shadow = shadow_for(p.parse_args([*argv, "--shadow_version", "2"]), settings)
+    assert shadow is not None and shadow.share == 1.0
+    assert shadow.load(load_dir(bike.dir).schema, lambda bundle, jobs: None)
+    assert shadow.bundle is not None and shadow.bundle.version == 2
+    shadow.close()
+    missing = shadow_for(p.parse_args([*argv, "--shadow_version", "7"]), settings)
+    assert missing is not None and not missing.load(
+        load_dir(bike.dir).schema, lambda bundle, jobs: None
+    )
+    assert "shadow v7 of bike-pod not loaded" in missing.error
