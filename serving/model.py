@@ -90,7 +90,7 @@ class Predictor(Model):
         self.ready = True
         SERVED_VERSION.labels(self.name).set(bundle.version)
         if self.shadow is not None:
-            self.shadow.recheck(bundle.schema)
+            self.shadow.recheck(bundle.schema, bundle.version)
 
     @property
     def served_version(self) -> int | None:

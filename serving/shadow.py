@@ -24,7 +24,8 @@ request path; its predictions go to the payload log under the same request id wi
    it raises on is counted (``driftloop_shadow_errors_total{stage="predict"}``) and
    logged at most once every 10 s; the answer was already sent.
 4. A hot swap re-checks the shadow against the new champion: one whose inputs no longer
-   match is dropped (logged and counted), never half-used.
+   match is dropped (logged and counted), never half-used; one that became the served
+   version (it was promoted) is dropped too, without an error.
 """
 
 from __future__ import annotations
@@ -161,10 +162,16 @@ class Shadow:
         log.info("%s: shadow v%s scores beside the served model", self.model, bundle.version)
         return True
 
-    def recheck(self, champion: InputSchema) -> None:
-        """A new champion was swapped in: keep the shadow only if it still fits."""
+    def recheck(self, champion: InputSchema, version: int) -> None:
+        """A new champion (``version``) was swapped in: keep the shadow only if it still
+        fits and is not the served version itself (promoted: nothing left to compare)."""
         bundle = self.bundle
         if bundle is None:
+            return
+        if bundle.version == version:
+            self.bundle = None
+            SHADOW_VERSION.labels(self.model).set(0)
+            log.info("%s: shadow v%s is now the served version; no shadow", self.model, version)
             return
         try:
             check_compatible(champion, bundle.schema, bundle.version)

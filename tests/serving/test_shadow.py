@@ -19,7 +19,7 @@ from driftloop.payloads import BATCH_CONTENT_TYPE, read_logs
 from driftloop.registry import Registry, VersionRef
 from driftloop.store import LocalStore
 from monitoring.collector import Collector
-from serving.artifacts import load_dir, load_from_registry
+from serving.artifacts import Bundle, load_dir, load_from_registry
 from serving.model import Predictor
 from serving.shadow import Shadow, check_compatible
 from tests.conftest import wait_for
@@ -227,11 +227,14 @@ def test_a_shadow_with_other_inputs_is_refused_with_one_message(
     assert sample("driftloop_shadow_version", model="bike-vs-bank") == 0
 
 
-def test_a_hot_swap_to_other_inputs_drops_the_shadow(bike: Trained, bank: Trained) -> None:
-    shadow = Shadow("bike-swapped", 1, lambda: load_dir(bike.dir))
+def test_a_hot_swap_to_other_inputs_drops_the_shadow(
+    bike: Trained, bank: Trained, shadowed: Registry
+) -> None:
+    v2 = VersionRef("bike-sharing", 2)
+    shadow = Shadow("bike-swapped", 2, lambda: load_from_registry(shadowed, v2))
     predictor = Predictor("bike-swapped", lambda: load_dir(bike.dir), shadow=shadow)
     predictor.load()
-    assert shadow.active and sample("driftloop_shadow_version", model="bike-swapped") == 1
+    assert shadow.active and sample("driftloop_shadow_version", model="bike-swapped") == 2
     predictor.swap(load_dir(bank.dir))
     assert not shadow.active and "same inputs" in shadow.error
     assert sample("driftloop_shadow_version", model="bike-swapped") == 0
@@ -295,3 +298,17 @@ def test_the_container_loads_its_shadow_from_the_store(bike: Trained, shadowed: 
         load_dir(bike.dir).schema, lambda bundle, jobs: None
     )
     assert "shadow v7 of bike-pod not loaded" in missing.error
+
+
+def test_a_shadow_promoted_to_serve_is_no_longer_a_shadow(shadowed: Registry) -> None:
+    def version(n: int) -> Bundle:
+        return load_from_registry(shadowed, VersionRef("bike-sharing", n))
+
+    shadow = Shadow("bike-promoted", 2, lambda: version(2))
+    predictor = Predictor("bike-promoted", lambda: version(1), shadow=shadow)
+    predictor.load()
+    assert shadow.active
+    predictor.swap(version(2))  # the alias moved to the shadow's version
+    assert not shadow.active and shadow.error == ""  # dropped, and not an error
+    assert sample("driftloop_shadow_version", model="bike-promoted") == 0
+    assert sample("driftloop_shadow_errors_total", model="bike-promoted", stage="load") == 0
