@@ -160,8 +160,8 @@ class Predictor(Model):
                     body,
                 ),
             )
-            if shadow is not None:
-                shadow.submit((batch, rid))  # the answer is built: the shadow scores later
+            if shadow is not None:  # the answer is built: the shadow scores later
+                shadow.submit((batch, rid), _n_rows(batch.columns))
             return body
         outs = codec.v2_outputs(schema, scored.pred, scored.rules_fired)
         rid = batch.request_id or str(uuid.uuid4())
@@ -193,7 +193,7 @@ class Predictor(Model):
             ),
         )
         if shadow is not None:
-            shadow.submit((batch, rid))
+            shadow.submit((batch, rid), _n_rows(batch.columns))
         return InferResponse(
             response_id=rid,
             model_name=self.name,
@@ -318,3 +318,12 @@ def _rows(arrays: dict[str, Any], cut: slice, total: int) -> dict[str, Any]:
         k: v[cut] if isinstance(v, np.ndarray | list) and len(v) == total else v
         for k, v in arrays.items()
     }
+
+
+def _n_rows(columns: Any) -> int:
+    """How many rows decoded columns hold (the shadow's queue is bounded in rows)."""
+    try:
+        first = next(iter(columns.values())) if isinstance(columns, Mapping) else columns
+        return max(1, len(first))
+    except (TypeError, StopIteration):
+        return 1

@@ -18,8 +18,8 @@ request path; its predictions go to the payload log under the same request id wi
    scores up to ``max_batch`` of them in one call (``score`` gets the list): most of a
    one-row prediction is the call's fixed cost, so this is what keeps the shadow's cost
    per request small. A full queue (the shadow cannot keep up) skips the request and
-   counts it (``driftloop_shadow_skipped_total``): the shadow never slows serving down
-   unboundedly.
+   counts it (``driftloop_shadow_skipped_total``; the queue is bounded in requests and
+   in rows): the shadow never slows serving down unboundedly.
 3. A shadow that raises on a batch is tried again one request at a time; each request
    it raises on is counted (``driftloop_shadow_errors_total{stage="predict"}``) and
    logged at most once every 10 s; the answer was already sent.
@@ -65,9 +65,11 @@ SHADOW_SKIPPED = Counter(
     "Requests not shadowed: the shadow's queue was full (it cannot keep up)",
     ["model"],
 )
-# 100 requests of up to max_batch_rows rows each: a few MB of decoded columns at most,
-# and seconds of backlog at single-row rates; past that the shadow is behind and skips.
-DEFAULT_MAX_PENDING = 100
+# The queue holds at most 10,000 rows (10 full 1,000-row requests: ~10-20 MB of decoded
+# columns and request bodies) and 2,000 requests: seconds of single-row traffic at the
+# rates one replica serves. Past either the shadow is behind and skips.
+DEFAULT_MAX_PENDING_ROWS = 10_000
+DEFAULT_MAX_PENDING = 2_000
 # Requests gather for 50 ms before the shadow scores them together (its log lags the
 # served model's by that much, well within the emitter's own 0.1 s linger); at most 64
 # per call keeps one call's rows near the predictor's one-request sweet spot.
@@ -118,6 +120,7 @@ class Shadow:
         loader: Callable[[], Bundle],
         share: float = 1.0,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_rows: int = DEFAULT_MAX_PENDING_ROWS,
         seed: int | None = None,
         linger_s: float = DEFAULT_LINGER_S,
         max_batch: int = DEFAULT_MAX_BATCH,
@@ -131,7 +134,9 @@ class Shadow:
         self.tried = False  # load was called (a reload after an unload does not retry)
         self._score: Callable[[Bundle, list[Job]], None] | None = None
         self._random = random.Random(seed)
-        self._queue: deque[tuple[Bundle, Job]] = deque()
+        self.max_pending_rows = max_pending_rows
+        self._queue: deque[tuple[Bundle, Job, int]] = deque()  # (bundle, job, its rows)
+        self._rows = 0
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
         self._busy = False
@@ -190,19 +195,25 @@ class Shadow:
         return self.bundle is not None and self.share > 0
 
     # -- the request path: never blocks, never raises -------------------------------------
-    def submit(self, job: Job) -> None:
-        """Queue ``job`` for the shadow (after the response is built), or skip it."""
+    def submit(self, job: Job, rows: int = 1) -> None:
+        """Queue ``job`` (of ``rows`` rows) for the shadow, after the response is built;
+        or skip it."""
         bundle = self.bundle
         if bundle is None or self.share <= 0:
             return
         if self.share < 1 and self._random.random() >= self.share:
             return
         with self._cond:
-            if len(self._queue) >= self.max_pending or self._closing:
+            if (
+                self._closing
+                or len(self._queue) >= self.max_pending
+                or (self._queue and self._rows + rows > self.max_pending_rows)
+            ):
                 full = True
             else:
                 full = False
-                self._queue.append((bundle, job))
+                self._queue.append((bundle, job, rows))
+                self._rows += rows
                 self._cond.notify()
         if full:
             SHADOW_SKIPPED.labels(self.model).inc()
@@ -226,9 +237,10 @@ class Shadow:
             with self._cond:
                 n = min(len(self._queue), self.max_batch)
                 jobs = [self._queue.popleft() for _ in range(n)]
+                self._rows -= sum(rows for _, _, rows in jobs)
                 self._busy = True
             try:
-                self._score_all(jobs)
+                self._score_all([(bundle, job) for bundle, job, _ in jobs])
             finally:
                 with self._cond:
                     self._busy = False

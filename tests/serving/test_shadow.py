@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 from pathlib import Path
 
 import httpx
@@ -312,3 +313,28 @@ def test_a_shadow_promoted_to_serve_is_no_longer_a_shadow(shadowed: Registry) ->
     assert not shadow.active and shadow.error == ""  # dropped, and not an error
     assert sample("driftloop_shadow_version", model="bike-promoted") == 0
     assert sample("driftloop_shadow_errors_total", model="bike-promoted", stage="load") == 0
+
+
+def test_a_shadow_that_falls_behind_skips_requests_bounded_in_rows(bike: Trained) -> None:
+    started, release = threading.Event(), threading.Event()
+    scored: list[str] = []
+
+    def score(bundle: object, jobs: list[str]) -> None:
+        started.set()
+        release.wait(10)  # a slow shadow
+        scored.extend(jobs)
+
+    shadow = Shadow("bike-behind", 1, lambda: load_dir(bike.dir), linger_s=0, max_pending_rows=10)
+    assert shadow.load(load_dir(bike.dir).schema, score)
+    try:
+        shadow.submit("first", rows=1)
+        assert wait_for(started.is_set)  # taken: the queue is empty again
+        shadow.submit("six", rows=6)
+        shadow.submit("five", rows=5)  # 6 + 5 rows > 10: skipped
+        shadow.submit("four", rows=4)  # 6 + 4 fits
+        release.set()
+        assert wait_for(shadow.idle)
+    finally:
+        shadow.close()
+    assert scored == ["first", "six", "four"]
+    assert sample("driftloop_shadow_skipped_total", model="bike-behind") == 1
