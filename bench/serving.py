@@ -7,16 +7,18 @@ V1 and V2 over HTTP and the Open Inference Protocol over gRPC.
    depends on the architecture, not on how well it fits) and register it in a temp store.
 2. Start one kserve REST server and driftloop's gRPC server on 127.0.0.1 in a subprocess
    (so the client does not share its GIL) hosting: ``bike`` (our predictor), ``bike-logged``
-   (payload logging to a fake collector, itself another subprocess answering 200) and
-   ``noop`` (returns a constant, V1 or V2).
+   (payload logging to a fake collector, itself another subprocess answering 200),
+   ``bike-shadowed`` (the same, with the model registered again as v2 scoring in shadow,
+   ``serving.shadow``) and ``noop`` (returns a constant, V1 or V2).
 3. Sequential requests over one persistent connection per protocol (httpx; tritonclient's
    gRPC client, which sends raw contents as standard clients do); each figure is measured
-   after ``--warmup`` requests, the six single-row targets interleaved in ten rounds so
+   after ``--warmup`` requests, the seven single-row targets interleaved in ten rounds so
    that a slow phase of the machine cannot favour one of them. The LAST stdout line is
    one JSON object with the figures.
 
 Goals: v1 single-row p50 <= 1.3 x no-op p50; logging adds <= 10 % to p50; gRPC p50 <=
-V2 HTTP p50.
+V2 HTTP p50; a shadow adds <= 15 % to the logged p50 (``shadow_overhead``: shadowed vs
+logged, both logging, side by side in the same run; the shadow's own rows are logged too).
 """
 
 from __future__ import annotations
@@ -64,15 +66,16 @@ def prepare(root: Path) -> tuple[Path, list[dict]]:
     s.test.to_parquet(root / "test.parquet", index=False)
     trial = {"family": "tabular-torch", "params": {"max_epochs": 2}}
     train_trial(root / "train.parquet", root / "validation.parquet", spec, trial, root / "model")
-    register(
-        root / "model",
-        root / "train.parquet",
-        root / "test.parquet",
-        spec,
-        LocalStore(root / "store"),
-        Lineage(),
-        promote=True,
-    )
+    for promote in (True, False):  # v1 serves; v2 (the same architecture) shadows it
+        register(
+            root / "model",
+            root / "train.parquet",
+            root / "test.parquet",
+            spec,
+            LocalStore(root / "store"),
+            Lineage(),
+            promote=promote,
+        )
     rows = json.loads(s.test[spec.features].head(1000).to_json(orient="records"))
     return root / "store", rows
 
@@ -85,13 +88,14 @@ def serve(port: int, grpc_port: int, store: str, logger_url: str) -> None:
     from kserve import Model
     from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-    from driftloop.registry import Registry
+    from driftloop.registry import Registry, VersionRef
     from driftloop.store import LocalStore
     from serving.artifacts import load_from_registry
     from serving.model import Predictor
     from serving.options import DEFAULT_TORCH_THREADS
     from serving.payload_log import LoggerConfig, PayloadEmitter
     from serving.server import LocalServer
+    from serving.shadow import Shadow
 
     class Noop(Model):
         def __init__(self) -> None:
@@ -112,10 +116,21 @@ def serve(port: int, grpc_port: int, store: str, logger_url: str) -> None:
     reg = Registry(LocalStore(Path(store)))
     ref = reg.resolve("bike-sharing")
     emitter = PayloadEmitter(LoggerConfig(url=logger_url, inference_service="bike"), "bike-logged")
+    shadow_emitter = PayloadEmitter(
+        LoggerConfig(url=logger_url, inference_service="bike"), "bike-shadowed"
+    )
+    v2 = VersionRef("bike-sharing", 2)
+    shadow = Shadow("bike-shadowed", 2, lambda: load_from_registry(reg, v2))
     models = [
         Noop(),
         Predictor("bike", lambda: load_from_registry(reg, ref)),
         Predictor("bike-logged", lambda: load_from_registry(reg, ref), emitter=emitter),
+        Predictor(
+            "bike-shadowed",
+            lambda: load_from_registry(reg, ref),
+            emitter=shadow_emitter,
+            shadow=shadow,
+        ),
     ]
     logging.getLogger().setLevel(logging.WARNING)  # no per-request log lines
     LocalServer(models, port=port, grpc_port=grpc_port).run()
@@ -171,6 +186,21 @@ def measure(targets: dict, n: int, warmup: int) -> dict:
             "rps": len(ts) / busy[k],
         }
     return out
+
+
+def shadow_counts(metrics: str) -> tuple[int, int, int]:
+    """(scored, skipped, predict errors) of the bench's shadow, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    got = {"scored": 0.0, "skipped": 0.0, "errors": 0.0}
+    for family in text_string_to_metric_families(metrics):
+        for s in family.samples:
+            if s.labels.get("model") != "bike-shadowed" or not s.name.endswith("_total"):
+                continue
+            for what in got:
+                if s.name == f"driftloop_shadow_{what}_total":
+                    got[what] += s.value
+    return int(got["scored"]), int(got["skipped"]), int(got["errors"])
 
 
 def rules_ms_per_request(rows: list[dict], n: int = 500) -> float:
@@ -262,6 +292,7 @@ def main() -> None:
                         "noop": http(c, "/v1/models/noop:predict", one),
                         "v1": http(c, "/v1/models/bike:predict", one),
                         "logged": http(c, "/v1/models/bike-logged:predict", one),
+                        "shadowed": http(c, "/v1/models/bike-shadowed:predict", one),
                         "v2": http(c, "/v2/models/bike/infer", v2),
                         "grpc": grpc_target(g, "bike", rows[0]),
                         "grpc_noop": grpc_target(g, "noop", rows[0]),
@@ -271,6 +302,8 @@ def main() -> None:
                 )
                 noop, v1, logged, v2r = (single[k] for k in ("noop", "v1", "logged", "v2"))
                 grpc, grpc_noop = single["grpc"], single["grpc_noop"]
+                shadowed = single["shadowed"]
+                scored, skipped, failed = shadow_counts(c.get("/metrics").text)
                 batch = measure(
                     {"batch": http(c, "/v1/models/bike:predict", {"instances": rows})},
                     args.batch_n,
@@ -300,6 +333,15 @@ def main() -> None:
         "logged_p50_ms": round(logged["p50_ms"], 3),
         "ratio_p50": round(v1["p50_ms"] / noop["p50_ms"], 3),
         "logging_overhead": round(logged["p50_ms"] / v1["p50_ms"] - 1, 3),
+        "shadowed_p50_ms": round(shadowed["p50_ms"], 3),
+        "shadowed_p99_ms": round(shadowed["p99_ms"], 3),
+        "shadow_overhead": round(shadowed["p50_ms"] / logged["p50_ms"] - 1, 3),
+        "shadow_overhead_p99": round(shadowed["p99_ms"] / logged["p99_ms"] - 1, 3),
+        # Of the shadowed target's requests (warm-up included): scored by the shadow, or
+        # skipped because its queue was full; a shadow that skips would look cheap.
+        "shadow_scored": scored,
+        "shadow_skipped": skipped,
+        "shadow_errors": failed,
         "rules_ms_per_request": round(rules_ms_per_request(rows), 3),
         "requests_per_measurement": n,
         "warmup": w,

@@ -614,7 +614,7 @@ LOG_FIELDS: dict[str, str] = {
     "received_at": "timestamp",
     "model": "string",
     "version": "int64",  # 0 when the response named none
-    "endpoint": "string",  # default | canary
+    "endpoint": "string",  # default | canary | shadow
     "inference_service": "string",
     "namespace": "string",
 }
@@ -649,7 +649,11 @@ HALF_FIELDS: dict[str, str] = {
     "rows": "int64",  # a request: its instances
     "body": "binary",  # the JSON payload as received
 }
-ENDPOINTS = ("default", "canary")
+# Where a logged prediction came from: KServe's two endpoints, and ``shadow`` for a shadow
+# version scoring the same requests beside the served one (``serving.shadow``): its rows
+# share the request ids of the served model's.
+ENDPOINTS = ("default", "canary", "shadow")
+SERVED_ENDPOINTS = ("default", "canary")  # what a predictor's --endpoint can say it serves
 MAX_ID_LENGTH = 256  # a request id (ce-id, x-request-id): a UUID is 36
 # How far past its receipt a label's ``time`` may be: clock skew, no more. A later time
 # would let one label win the join (latest time) over every correction for that long.

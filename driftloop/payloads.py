@@ -11,8 +11,9 @@ Layout, columns and the label format are defined in ``driftloop.formats`` (``LOG
 ``read_logs`` returns every logged instance exactly once: it pairs halves that the
 collectors stored unpaired (KServe's logger posts the two halves separately and a Service
 spreads them over replicas), decodes them with the collector's own ``decode_pair``, and
-drops the copies that retries and write-ahead-log replays leave (same request id and row:
-the first received is kept).
+drops the copies that retries and write-ahead-log replays leave (same request id, row and
+endpoint: the first received is kept; a shadow version's rows share the served model's
+request ids under ``endpoint: shadow``).
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ def read_logs(
     end: Any = None,
 ) -> pd.DataFrame:
     """Logged instances of ``model`` with ``start <= event_time < end`` (naive UTC), each
-    ``(request_id, row)`` once: rows the collectors wrote, plus rows paired now from the
+    ``(request_id, row, endpoint)`` once: rows the collectors wrote, plus rows paired now from the
     halves they stored unpaired (``read_halves``); of copies, the first received is kept.
 
     A file that is not valid Parquet raises DataError naming it (never a silent skip: a
@@ -283,12 +284,13 @@ def read_logs(
 
 
 def _first_copies(df: pd.DataFrame) -> pd.DataFrame:
-    """Each (request_id, row) once, the first received: retries and write-ahead-log
-    replays log an instance more than once. Two key columns are ordered, not the frame."""
+    """Each (request_id, row, endpoint) once, the first received: retries and
+    write-ahead-log replays log an instance more than once (a shadow's row of the same
+    request is not a copy). The key columns are ordered, not the frame."""
     import numpy as np
 
     order = np.argsort(df["received_at"].to_numpy(), kind="stable")
-    copies = df[["request_id", "row"]].iloc[order].duplicated().to_numpy()
+    copies = df[["request_id", "row", "endpoint"]].iloc[order].duplicated().to_numpy()
     if not copies.any():
         return df
     keep = np.ones(len(df), dtype=bool)
@@ -296,14 +298,16 @@ def _first_copies(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
-def _half_rows(store: Store, keys: list[str]) -> dict[str, dict]:
-    """Half-records by request id; of copies (retries, replays), the first received."""
-    out: dict[str, dict] = {}
+def _half_rows(store: Store, keys: list[str]) -> dict[tuple[str, str], dict]:
+    """Half-records by (request id, endpoint); of copies (retries, replays), the first
+    received."""
+    out: dict[tuple[str, str], dict] = {}
     for k in keys:
         for h in _read_table(store, k).to_pylist():
-            seen = out.get(h["request_id"])
+            key = (h["request_id"], h["endpoint"] or "default")
+            seen = out.get(key)
             if seen is None or h["received_at"] < seen["received_at"]:
-                out[h["request_id"]] = h
+                out[key] = h
     return out
 
 
@@ -342,8 +346,8 @@ def read_halves(
     responses = _half_rows(store, [k for k in keys if k.endswith(".parquet")])
     kinds: dict[tuple[str, int], dict[str, str] | None] = {}
     groups: dict[tuple[str, int], list[dict]] = {}
-    for rid, h in requests.items():
-        r = responses.get(rid)
+    for (rid, endpoint), h in requests.items():
+        r = responses.get((rid, endpoint))
         if r is None:
             continue
         req, resp = _event(h), _event(r)

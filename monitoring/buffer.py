@@ -1,4 +1,5 @@
-"""The collector's memory: pairing halves by ce-id, and writing pairs and halves as Parquet.
+"""The collector's memory: pairing halves by ce-id (and endpoint), and writing pairs and
+halves as Parquet.
 
 Two owners, so no locks are needed:
 
@@ -200,12 +201,14 @@ class Metrics:
 
 
 class Pairer:
-    """Pairs request and response halves by ce-id; event-loop thread only. ``release`` is
+    """Pairs request and response halves by (ce-id, ce-endpoint): a shadow version's pair
+    carries the served model's request id; event-loop thread only. ``release`` is
     called with the log segment of an event dropped as a duplicate."""
 
     def __init__(self, cfg: CollectorConfig, metrics: Metrics, release: Callable[[int], None]):
         self.cfg, self.m, self.release = cfg, metrics, release
-        self.pending: OrderedDict[str, Event] = OrderedDict()  # arrival order: oldest first
+        # (request id, endpoint) -> half, in arrival order: oldest first
+        self.pending: OrderedDict[tuple[str, str], Event] = OrderedDict()
         self.pending_bytes = 0
         self.ready: deque[Pair] = deque()
         self.ready_rows = self.ready_bytes = 0
@@ -216,17 +219,18 @@ class Pairer:
 
     def add(self, rid: str, ev: Event) -> bool:
         """Buffer one half; True when a size-triggered flush is due."""
-        other = self.pending.pop(rid, None)
+        key = (rid, ev.endpoint)
+        other = self.pending.pop(key, None)
         if other is not None:
             self.pending_bytes -= other.size
         if other is None or other.is_request == ev.is_request:
             if other is not None:  # a resend of the same half: one copy is enough
                 self.m.duplicates.inc()
                 self.release(other.seg)
-            self.pending[rid] = ev
+            self.pending[key] = ev
             self.pending_bytes += ev.size
             while self.pending_bytes > self.cfg.max_pending_bytes and self.pending:
-                self._spill(*self.pending.popitem(last=False))
+                self._spill_oldest()
             return self.due_by_size()
         req, resp = (ev, other) if ev.is_request else (other, ev)
         if not self.ready:
@@ -235,6 +239,10 @@ class Pairer:
         self.ready_rows += max(req.rows, 1)
         self.ready_bytes += req.size + resp.size
         return self.due_by_size()
+
+    def _spill_oldest(self) -> None:
+        (rid, _), ev = self.pending.popitem(last=False)
+        self._spill(rid, ev)
 
     def _spill(self, rid: str, ev: Event) -> None:
         self.pending_bytes -= ev.size
@@ -248,7 +256,7 @@ class Pairer:
         """Spill halves older than the TTL (``now`` is time.time())."""
         cutoff = now - self.cfg.unpaired_ttl_s
         while self.pending and next(iter(self.pending.values())).received < cutoff:
-            self._spill(*self.pending.popitem(last=False))
+            self._spill_oldest()
         self.m.pending.set(len(self.pending))
         self.m.buffered.set(self.ready_rows)
 
@@ -274,7 +282,7 @@ class Pairer:
         """Spill every pending half (shutdown); returns how many."""
         n = len(self.pending)
         while self.pending:
-            self._spill(*self.pending.popitem(last=False))
+            self._spill_oldest()
         return n
 
 

@@ -27,7 +27,8 @@ Who may write (``monitoring/admission.py``): with ``collector_token`` set, event
 posts need ``Authorization: Bearer <token>`` (401/403); ``--open-events`` admits binary-mode
 events without it, for KServe's logger, which sends no header (protect the port with a
 NetworkPolicy then). Events only for registered models and committed versions (422);
-endpoints ``default`` and ``canary``. Every value is checked on arrival
+endpoints ``default``, ``canary`` and ``shadow`` (a shadow version's pairs share the served
+model's request ids: halves pair by request id and endpoint). Every value is checked on arrival
 (``driftloop/decode.py``, with the predictor's own ``driftloop/values.py``).
 
 What 200 means: every event is appended to a write-ahead log under ``--data-dir`` and
@@ -183,11 +184,11 @@ class Collector(AsgiApp):
                 kept.append((i, rid, ev))
             else:
                 rejected.append((i, 422, f"event {i}: {_unregistered(ev)}", rid))
-        halves: dict[str, list[Parsed]] = {}
+        halves: dict[tuple[str, str], list[Parsed]] = {}
         for p in kept:
-            halves.setdefault(p[1], []).append(p)
+            halves.setdefault((p[1], p[2].endpoint), []).append(p)
         bad: set[int] = set()
-        for rid, group in halves.items():
+        for (rid, _), group in halves.items():
             req = next((p for p in group if p[2].is_request), None)
             resp = next((p for p in group if not p[2].is_request), None)
             if req is None or resp is None or req[2].doc is None:

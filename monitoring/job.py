@@ -26,13 +26,15 @@ if TYPE_CHECKING:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from driftloop.formats import ENDPOINTS
+    # Not ``shadow``: the job reads the served version's logs, and a shadow's rows are
+    # under its own version (comparing them is the rollout analysis, issue #17).
+    from driftloop.formats import SERVED_ENDPOINTS
 
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument(
         "--endpoint",
         default="default",
-        choices=ENDPOINTS,
+        choices=SERVED_ENDPOINTS,
         help="which endpoint's traffic (the logger says which one served)",
     )
     p.add_argument("--start", help="window start, ISO time (default: end - --hours)")

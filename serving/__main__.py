@@ -4,7 +4,7 @@
         [--grpc_port 8081] [--grpc_host 0.0.0.0] [--enable_grpc true] \
         [--enable_repository_api false] \
         [--logger_url http://collector/ --logger_token_file /secrets/collector/token] \
-        [--max_batch_rows 1000] [--torch_threads 1]
+        [--max_batch_rows 1000] [--torch_threads 1] [--shadow_version 4 [--shadow_share 1.0]]
 
 ``--model_dir`` is a registry version directory (the InferenceService ``storageUri``,
 copied by KServe's storage initializer); every file is checked against ``manifest.json``
@@ -12,6 +12,11 @@ and a mismatch refuses to start. All of kserve's ModelServer flags are accepted.
 binds every address (kserve's ModelServer); gRPC (the Open Inference Protocol, driftloop's
 servicer) binds ``--grpc_host``. Model load/unload is refused unless
 ``--enable_repository_api true``.
+
+``--shadow_version N`` loads registry version N of the same model from the store (the
+``store_uri`` setting, ``$DRIFTLOOP_STORE_URI``), verified as it is downloaded, to score
+``--shadow_share`` of the requests after each answer (``serving.shadow``); one that fails
+to load is logged and on ``/metrics``, and the champion serves regardless.
 """
 
 from __future__ import annotations
@@ -20,18 +25,27 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftloop import entrypoint
 from driftloop.errors import DriftloopError
 from driftloop.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.shadow import Shadow
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """driftloop's flags; kserve's ModelServer flags come in as a parent parser."""
     from kserve.utils.utils import strtobool
 
-    from driftloop.formats import ENDPOINTS
-    from serving.options import DEFAULT_MAX_BATCH_ROWS, DEFAULT_TORCH_THREADS, threads_arg
+    from driftloop.formats import SERVED_ENDPOINTS
+    from serving.options import (
+        DEFAULT_MAX_BATCH_ROWS,
+        DEFAULT_TORCH_THREADS,
+        share_arg,
+        threads_arg,
+    )
 
     p.epilog = (  # kserve's own flags do not say where REST binds
         f"Binds: REST on every address (0.0.0.0) at --http_port (default "
@@ -82,9 +96,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--endpoint",
         default="default",
-        choices=ENDPOINTS,
+        choices=SERVED_ENDPOINTS,
         help="ce-endpoint: which InferenceService endpoint this pod serves",
     )
+    p.add_argument(
+        "--shadow_version",
+        type=int,
+        default=None,
+        help="also score requests with this registry version of the model, read from the "
+        "store, after each answer; logged as endpoint shadow (default: no shadow)",
+    )
+    p.add_argument(
+        "--shadow_share",
+        type=share_arg,
+        default=1.0,
+        help="fraction of requests the shadow scores (default %(default)s: all)",
+    )
+
+
+def shadow_for(args: argparse.Namespace, settings: Settings) -> Shadow | None:
+    """The ``--shadow_version`` to load beside ``--model_dir``: that version of the same
+    registered model (named in the served version's manifest), from the settings' store.
+    Nothing is read here: a store or version that fails fails the shadow's load alone."""
+    if args.shadow_version is None:
+        return None
+    from driftloop.registry import Registry, VersionRef
+    from driftloop.store import open_store
+    from serving.artifacts import Bundle, load_from_registry, read_manifest
+    from serving.shadow import Shadow
+
+    model_dir, version = Path(args.model_dir), args.shadow_version
+
+    def load() -> Bundle:
+        ref = VersionRef(read_manifest(model_dir).model, version)
+        return load_from_registry(Registry(open_store(settings)), ref)
+
+    return Shadow(args.model_name, version, load, args.shadow_share)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,8 +148,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.logger_url, args.model_name, service, args.namespace, args.endpoint, token
     )
     model_dir = Path(args.model_dir)
+    shadow = shadow_for(args, settings)
     predictor = Predictor(
-        args.model_name, lambda: load_dir(model_dir), args.max_batch_rows, emitter
+        args.model_name, lambda: load_dir(model_dir), args.max_batch_rows, emitter, shadow
     )
     try:
         predictor.load()

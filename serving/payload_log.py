@@ -6,7 +6,7 @@ two CloudEvents 1.0 KServe's agent produces (kserve/kserve ``pkg/logger/worker.g
 
     specversion: 1.0        type: org.kubeflow.serving.inference.request|response
     id: <request id, same for the pair>     source, time (RFC 3339, UTC)
-    inferenceservicename, namespace, component: predictor, endpoint: default|canary
+    inferenceservicename, namespace, component: predictor, endpoint: default|canary|shadow
     metadata: {}            datacontenttype: application/json; data: the JSON payload
 
 KServe posts each event on its own in binary mode (attributes as ``ce-*`` headers). This
@@ -26,6 +26,9 @@ be refused again. A timed-out post may have been stored all the same, so a retry
 duplicate events; ``read_logs`` drops such copies. Both halves of a pair go in one batch,
 so they pair in whichever collector replica receives it. Sends, refusals, retries and
 drops are Prometheus counters on the server's ``/metrics``.
+
+A shadow version (``serving.shadow``) logs its own pair for a request it scored, under
+the same id, with ``endpoint: shadow`` and its own ``model_version`` in the response.
 
 With a token (``--logger-token-file`` / the ``collector_token`` setting) every post
 carries ``Authorization: Bearer <token>``, which KServe's logger cannot send.
@@ -138,11 +141,16 @@ class PayloadEmitter:
         self._thread = threading.Thread(target=self._run, name=f"payload-log-{model}", daemon=True)
         self._thread.start()
 
-    def emit(self, request_id: str | None, request: bytes, response: bytes) -> str:
-        """Buffer the request/response pair (JSON bodies); returns the event id used."""
+    def emit(
+        self, request_id: str | None, request: bytes, response: bytes, endpoint: str | None = None
+    ) -> str:
+        """Buffer the request/response pair (JSON bodies); returns the event id used.
+        ``endpoint``: this pair's ``ce-endpoint`` if not the emitter's (``shadow``)."""
         rid = request_id or str(uuid.uuid4())
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         base = {**self._attributes, "id": rid, "time": now}
+        if endpoint is not None:
+            base["endpoint"] = endpoint
         size = len(request) + len(response) + 2 * _OVERHEAD
         item = (
             {**base, "type": REQUEST, "data": orjson.Fragment(request)},

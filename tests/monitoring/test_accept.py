@@ -75,7 +75,7 @@ BAD = [
     (REQ, {}, b'{"instances": [{"temp": 1e999}]}', 400, "JSON"),
     (REQ, {}, {"inputs": [{"name": "temp", "shape": [3], "data": [1.0]}]}, 400, "shape"),
     (REQ, {}, {"inputs": [{"name": "temp", "shape": [2**70], "data": []}]}, 400, "shape"),
-    (REQ, {"ce-endpoint": "shadow"}, REQUEST_BODY, 400, "ce-endpoint"),
+    (REQ, {"ce-endpoint": "blue"}, REQUEST_BODY, 400, "ce-endpoint"),
     (REQ, {"ce-inferenceservicename": "nobody"}, REQUEST_BODY, 422, "'nobody'"),
     (REQ, {"ce-id": "x" * 300}, REQUEST_BODY, 400, "ce-id"),
 ]

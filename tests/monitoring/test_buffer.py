@@ -132,7 +132,7 @@ def test_unpaired_halves_expire_into_half_records_that_pair_when_read(tmp_path: 
     c = Collector(store, CollectorConfig(unpaired_ttl_s=60), data_dir=tmp_path / "data")
     for rid in "ab":
         post(c, REQ, rid, {"instances": [{"temp": 1.0, "season": "x"}]})
-    c.pairer.expire(now=c.pairer.pending["b"].received + 61)
+    c.pairer.expire(now=c.pairer.pending[("b", "default")].received + 61)
     assert not c.pairer.pending and c.metrics.unpaired._value.get() == 2
     assert run(c.flush()).halves == 2  # stored unpaired, not dropped
     for rid in "ab":  # the responses come late (or to another replica)
@@ -141,6 +141,38 @@ def test_unpaired_halves_expire_into_half_records_that_pair_when_read(tmp_path: 
     df = read_logs(store, "bike", 1, "default")
     assert sorted(df["request_id"]) == ["a", "b"] and df["prediction"].tolist() == [5.0, 5.0]
     assert df["temp"].tolist() == [1.0, 1.0]  # decoded with the version's schema
+
+
+def test_a_shadow_pair_under_the_same_id_pairs_by_endpoint(tmp_path: Path) -> None:
+    """A shadow version logs the served request's id again as ``ce-endpoint: shadow``:
+    halves pair by (id, endpoint), in memory and when stored unpaired, and the read path
+    keeps both rows."""
+    store = LocalStore(tmp_path / "store")
+    register_fake(store, tmp_path)
+    c = Collector(store, CollectorConfig(unpaired_ttl_s=60), data_dir=tmp_path / "data")
+    inst = {"instances": [{"temp": 1.0, "season": "x"}]}
+    for rid in ("mem", "late"):
+        for endpoint in ("default", "shadow"):
+            assert post(c, REQ, rid, inst, endpoint=endpoint)[0] == 200
+    answers = {"default": 5.0, "shadow": 7.0}
+    for endpoint in ("shadow", "default"):  # either order
+        body = {"predictions": [answers[endpoint]], "model_name": "bike", "model_version": "1"}
+        post(c, RESP, "mem", body, endpoint=endpoint)
+    assert len(c.pairer.ready) == 2 and len(c.pairer.pending) == 2
+    c.pairer.expire(now=c.pairer.pending[("late", "shadow")].received + 61)
+    assert run(c.flush()).halves == 2  # the two "late" requests, stored unpaired
+    for endpoint in ("default", "shadow"):
+        body = {"predictions": [answers[endpoint]], "model_name": "bike", "model_version": "1"}
+        post(c, RESP, "late", body, endpoint=endpoint)
+    run(c.stop())
+    df = read_logs(store, "bike")
+    got = sorted(zip(df["request_id"], df["endpoint"], df["prediction"], strict=True))
+    assert got == [
+        ("late", "default", 5.0),
+        ("late", "shadow", 7.0),
+        ("mem", "default", 5.0),
+        ("mem", "shadow", 7.0),
+    ]
 
 
 def test_size_trigger(tmp_path: Path) -> None:

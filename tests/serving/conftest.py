@@ -10,8 +10,8 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,15 +26,18 @@ from driftloop.registry import Registry, VersionRef
 from driftloop.spec import DatasetSpec, load_spec
 from driftloop.steps import register, train_trial
 from driftloop.store import LocalStore
-from serving.artifacts import load_dir, load_from_registry
+from serving.artifacts import Bundle, load_dir, load_from_registry
 from serving.model import Predictor
 from serving.payload_log import LoggerConfig, PayloadEmitter
 from serving.server import LocalServer
+from serving.shadow import Shadow
 from serving.watch import AliasWatcher
 from tests.conftest import ROOT
 
 HERE = Path(__file__).parent
 QUICK = {"family": "tabular-torch", "params": {"max_epochs": 2, "hidden": 32, "layers": 1}}
+# A second, different bike model to shadow the first (its predictions differ from v1's).
+QUICK_SHADOW = {"family": "tabular-torch", "params": {"max_epochs": 1, "hidden": 16, "layers": 1}}
 QUICK_RECSYS = {"family": "recsys-mf", "params": {"max_epochs": 5, "dim": 16}}
 QUICK_IMAGE = {
     "family": "image-cnn",
@@ -152,6 +155,60 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
+@pytest.fixture(scope="session")
+def shadowed(bike: Trained, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A registry holding bike's model as v1 and a differently trained one as v2."""
+    root = tmp_path_factory.mktemp("shadowed")
+    store = LocalStore(root / "store")
+    register(bike.model_dir, bike.train_path, bike.test_path, bike.spec, store, Lineage(), True)
+    validation = bike.train_path.parent / "validation.parquet"
+    train_trial(bike.train_path, validation, bike.spec, QUICK_SHADOW, root / "v2")
+    ref = register(root / "v2", bike.train_path, bike.test_path, bike.spec, store, Lineage(), False)
+    assert ref.version == 2
+    return Registry(store)
+
+
+class Exploding:
+    """A shadow model that raises on every request (only its predict path is called)."""
+
+    def predict(self, columns: object) -> dict:
+        raise RuntimeError("the shadow exploded")
+
+    def predict_logged(self, columns: object) -> tuple[dict, None]:
+        raise RuntimeError("the shadow exploded")
+
+
+def shadow_predictors(
+    bike: Trained, shadowed: Registry, emitter: Callable[[str], PayloadEmitter]
+) -> list[Predictor]:
+    """bike v1 served with: v2 in shadow; a version that does not exist; a shadow that
+    raises; v2 on a share of 0; each logging to the fake collector."""
+    name = bike.spec.name
+    v1, v2 = VersionRef(name, 1), VersionRef(name, 2)
+
+    def champion() -> Bundle:
+        return load_from_registry(shadowed, v1)
+
+    def exploding() -> Bundle:
+        return replace(load_from_registry(shadowed, v2), model=Exploding())  # type: ignore[arg-type]
+
+    made = [
+        ("bike-shadowed", Shadow("bike-shadowed", 2, lambda: load_from_registry(shadowed, v2))),
+        (
+            "bike-shadow-missing",
+            Shadow(
+                "bike-shadow-missing", 9, lambda: load_from_registry(shadowed, VersionRef(name, 9))
+            ),
+        ),
+        ("bike-shadow-raising", Shadow("bike-shadow-raising", 2, exploding)),
+        (
+            "bike-shadow-off",
+            Shadow("bike-shadow-off", 2, lambda: load_from_registry(shadowed, v2), share=0.0),
+        ),
+    ]
+    return [Predictor(n, champion, emitter=emitter(n), shadow=sh) for n, sh in made]
+
+
 @dataclass
 class Served:
     url: str
@@ -166,6 +223,7 @@ def server(
     digits: Trained,
     recsys: Trained,
     receiver: Receiver,
+    shadowed: Registry,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     dead = f"http://127.0.0.1:{free_port()}/"  # nothing listens here
@@ -203,6 +261,7 @@ def server(
             emitter=logger(receiver.url, "toy-recsys-logged"),
         ),
     ]
+    predictors += shadow_predictors(bike, shadowed, lambda n: logger(receiver.url, n))
     ref = watch.registry.resolve(watch.spec.name)
     watched = Predictor("bike-watch", lambda: load_from_registry(watch.registry, ref))
     predictors.append(watched)
@@ -216,6 +275,8 @@ def server(
     watcher.stop()
     srv.stop()
     for p in predictors:
+        if p.shadow:
+            p.shadow.close(timeout=1)
         if p.emitter:
             p.emitter.close(timeout=1)
 

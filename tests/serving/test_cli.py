@@ -96,3 +96,29 @@ def test_every_servers_help_states_where_it_binds(capsys) -> None:
     ):
         assert "--port PORT HTTP port (default 8080)" in text
         assert "--host HOST address to bind (default 127.0.0.1: this machine only" in text
+
+
+def test_shadow_flags_parse_and_refuse_a_share_outside_0_1(capsys) -> None:
+    import argparse
+    import contextlib
+
+    from kserve.model_server import parser as kserve_parser
+
+    from serving.__main__ import add_arguments
+
+    args = build_parser().parse_args(["serve", "--model", "m"])
+    assert args.shadow_version is None and args.shadow_share == 1.0
+    args = build_parser().parse_args(
+        ["serve", "--model", "m", "--shadow-version", "3", "--shadow-share", "0.25"]
+    )
+    assert args.shadow_version == 3 and args.shadow_share == 0.25
+    p = argparse.ArgumentParser(parents=[kserve_parser])
+    add_arguments(p)
+    args = p.parse_args(["--model_name", "m", "--shadow_version", "4", "--shadow_share", "0"])
+    assert args.shadow_version == 4 and args.shadow_share == 0.0
+    with contextlib.suppress(SystemExit):
+        p.parse_args(["--model_name", "m", "--shadow_share", "1.5"])
+    assert "expected a fraction in [0, 1], got '1.5'" in capsys.readouterr().err
+    with contextlib.suppress(SystemExit):
+        build_parser().parse_args(["serve", "--endpoint", "shadow"])  # a server is never one
+    assert "invalid choice: 'shadow'" in capsys.readouterr().err
