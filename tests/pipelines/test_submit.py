@@ -46,7 +46,7 @@ def test_submit_uploads_the_release_once_and_runs_that_version(kfp_api, s3_store
     assert run["pipeline_version_reference"] == {"pipeline_id": "p1", "pipeline_version_id": "pv1"}
     params = run["runtime_config"]["parameters"]
     assert params["end"] == "2012-01-01" and params["store_uri"] == s3_store.uri
-    assert "name: bike-sharing" in params["spec_yaml"] and len(params["trials"]) == 4
+    assert "name: bike-sharing" in params["spec_yaml"] and len(params["trials"]) == 5  # 4 + warm
     # No parameter names a file on this machine: the data and the rules were uploaded to
     # the store, content-addressed, and the spec names them there.
     assert str(ROOT) not in json.dumps(params)
