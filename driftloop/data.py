@@ -99,6 +99,13 @@ def event_time(raw: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
         ts = ts + pd.to_timedelta(pd.to_numeric(raw[t.hour_column]), unit="h")
     if ts.dt.tz is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    if missing := int(ts.isna().sum()):
+        # A row without a time belongs to no window: a windowed read would drop it unseen.
+        first = int(np.flatnonzero(ts.isna().to_numpy())[0])
+        raise DataError(
+            f"column {t.column!r}: {missing} of {len(raw)} rows have no time (first: row "
+            f"{first}); every row needs one: fill or drop them before training"
+        )
     return ts
 
 

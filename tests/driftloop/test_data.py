@@ -94,6 +94,20 @@ def test_a_bad_time_format_is_one_line_with_the_count_and_first_offender(tmp_pat
     )
 
 
+def test_rows_without_a_time_are_one_error_not_dropped_by_a_window(tmp_path):
+    frame = toy_frame()
+    frame.loc[[17, 400], "when"] = None
+    spec = load_spec(write_toy(tmp_path, frame=frame))
+    message = (
+        "column 'when': 2 of 800 rows have no time (first: row 17); every row needs one: "
+        "fill or drop them before training"
+    )
+    for bounds in ((None, None), ("2020-01-02", "2020-01-20")):  # windowed: not dropped
+        with pytest.raises(DataError) as e:
+            load_window(spec, *bounds)
+        assert str(e.value) == message
+
+
 def test_empty_window_and_missing_file(tmp_path):
     spec = load_spec(write_toy(tmp_path))
     with pytest.raises(DataError, match=r"holds no rows \(the data spans 2020-01-01"):
