@@ -7,19 +7,24 @@ from components import component
 def evaluate(
     spec_yaml: str,
     trials: Input[list[Model]],
+    train: Input[Dataset],
+    validation: Input[Dataset],
     test: Input[Dataset],
     best: Output[Model],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
 ) -> dict:
-    """Pick the best trial by validation score, then score it on the test window."""
+    """Pick the best trial (by validation within each family; the families' finalists by
+    the test window, each refit on every row before it), then score it on the test
+    window."""
     import shutil
     from pathlib import Path
 
     from driftloop.steps import evaluate_on_test, select_best, spec_from_text
 
     spec = spec_from_text(spec_yaml)
-    chosen = select_best([Path(t.path) for t in trials], spec)
+    before_test = (Path(train.path), Path(validation.path))
+    chosen = select_best([Path(t.path) for t in trials], spec, Path(test.path), before_test)
     shutil.copytree(chosen, best.path, dirs_exist_ok=True)
     result = evaluate_on_test(Path(best.path), Path(test.path), spec)
     for name, value in result["metrics"].items():

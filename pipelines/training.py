@@ -86,7 +86,11 @@ def training_pipeline(
             )
         )
     best = evaluate(
-        spec_yaml=spec_yaml, trials=dsl.Collected(trained.outputs["model"]), test=test_set
+        spec_yaml=spec_yaml,
+        trials=dsl.Collected(trained.outputs["model"]),
+        train=train_set,
+        validation=val_set,
+        test=test_set,
     )
 
     verdict = _in_cluster(

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from driftloop.errors import ConfigError, DataError
+from driftloop.metrics import scores
 from driftloop.registry import Registry, VersionRef
 from driftloop.spec import load_spec
 from driftloop.steps import (
@@ -16,11 +17,13 @@ from driftloop.steps import (
     load_trained,
     load_version,
     refit,
+    refit_model,
     run_inprocess,
     sample_trials,
     select_best,
     split,
     train_trial,
+    trial_record,
 )
 from driftloop.store import LocalStore
 from pipelines.run import RunRequest
@@ -131,3 +134,26 @@ def test_a_failed_trial_is_recorded_and_the_others_compete(toy_run, tmp_path):
     with pytest.raises(DataError, match="every trial failed to train: tabular-torch: ConfigError"):
         select_best(dirs[:3], spec)
     assert good.error == ""
+
+
+def test_family_finalists_are_chosen_by_the_test_window(toy_run, tmp_path):
+    spec, store, d = toy_run
+    args = (d / "train.parquet", d / "val.parquet", spec)
+    lgbm = {"family": "tabular-lgbm", "params": {"n_estimators": 60}}
+    dirs = [tmp_path / "t", tmp_path / "l"]
+    train_trial(*args, TORCH, dirs[0])
+    train_trial(*args, lgbm, dirs[1])
+    test = pd.read_parquet(d / "test.parquet")
+    before = (d / "train.parquet", d / "val.parquet")
+    history = pd.concat([pd.read_parquet(p) for p in before], ignore_index=True)
+    on_test = {
+        x: scores(refit_model(x, history, spec).predict(test), test, spec)["rmse"] for x in dirs
+    }
+    by_validation = select_best(dirs, spec)
+    assert by_validation == min(dirs, key=lambda x: trial_record(x).validation["rmse"])
+    # With the test window, the finalist whose refit scores best on it wins.
+    assert select_best(dirs, spec, d / "test.parquet", before) == min(dirs, key=on_test.get)
+    # Within a family, validation still decides: a worse torch trial is never a finalist.
+    worse = {"family": "tabular-torch", "params": {**QUICK, "max_epochs": 1, "lr": 1e-5}}
+    train_trial(*args, worse, tmp_path / "w")
+    assert select_best([dirs[0], tmp_path / "w"], spec, d / "test.parquet", before) == dirs[0]
