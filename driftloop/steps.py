@@ -268,14 +268,18 @@ def select_best(
         raise DataError(f"every trial failed to train: {'; '.join(failures) or 'no trials'}")
     if test is None or not before_test or len(finalists) == 1:
         return _best_of(spec, [(d, s) for d, s in finalists.values()])
-    df = read(test)
-    history = pd.concat([read(p) for p in before_test], ignore_index=True)
-    history = history.sort_values(TIME, kind="stable").reset_index(drop=True)
+    df, history = read(test), read_history(before_test)
     on_test = []
     for d, _ in finalists.values():
         model = refit_model(d, history, spec)
         on_test.append((d, float(scores(model.predict(df), df, spec)[spec.metric])))
     return _best_of(spec, on_test)
+
+
+def read_history(parts: tuple[Path, ...]) -> pd.DataFrame:
+    """Every row before the test window (the train and validation splits), time-sorted."""
+    history = pd.concat([read(p) for p in parts], ignore_index=True)
+    return history.sort_values(TIME, kind="stable").reset_index(drop=True)
 
 
 def _best_of(spec: DatasetSpec, scored: list[tuple[Path, float]]) -> Path:
@@ -327,9 +331,7 @@ def gate(
     df = read(test)
     trial = trial_record(model_dir)
     if before_test:
-        history = pd.concat([read(p) for p in before_test], ignore_index=True)
-        history = history.sort_values(TIME, kind="stable").reset_index(drop=True)
-        model = refit_model(model_dir, history, spec)
+        model = refit_model(model_dir, read_history(before_test), spec)
     else:
         model = load_trained(model_dir)
     challenger = scores(model.predict(df), df, spec)
