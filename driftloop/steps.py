@@ -23,7 +23,15 @@ import yaml
 
 from driftloop import __version__
 from driftloop.config import load_yaml
-from driftloop.data import TIME, Splits, frame_hash, load_window, read_uri, split_by_time
+from driftloop.data import (
+    TIME,
+    Splits,
+    frame_hash,
+    load_window,
+    parse_bound,
+    read_uri,
+    split_by_time,
+)
 from driftloop.datakinds import get_kind
 from driftloop.errors import ConfigError, DataError
 from driftloop.families import FittedModel, get_family, load_model
@@ -369,8 +377,8 @@ def unseen_by_champion(
     end = registry.manifest(VersionRef(spec.name, version)).lineage.window.end
     if not end:
         return df, ""
-    cut = _naive_utc(end)
-    if cut <= _naive_utc(df[TIME].min()):
+    cut = parse_bound(end, f"v{version}'s training window end")
+    if cut <= df[TIME].min():
         return df, ""
     unseen = df[df[TIME] >= cut].reset_index(drop=True)
     if len(unseen) < MIN_JUDGED_ROWS:
@@ -403,23 +411,18 @@ def earlier_scores(
     a test window without times, is never eligible)."""
     if champion is None or TIME not in df.columns or df.empty:
         return {}
-    registry, test_start = Registry(store), _naive_utc(df[TIME].min())
+    registry, test_start = Registry(store), df[TIME].min()  # TIME is naive UTC
     out: dict[int, float] = {}
     for version in sorted(registry.versions(spec.name), reverse=True):
         ref = VersionRef(spec.name, version)
         end = registry.manifest(ref).lineage.window.end
-        if version == champion or not end or _naive_utc(end) > test_start:
+        if version == champion or not end or parse_bound(end, str(ref)) > test_start:
             continue
         if len(out) == EARLIER_VERSIONS:
             break
         model = load_version(registry, ref)
         out[version] = float(scores(model.predict(df), df, spec)[spec.metric])
     return out
-
-
-def _naive_utc(t: object) -> pd.Timestamp:
-    ts = pd.Timestamp(t)
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
 def load_version(registry: Registry, ref: VersionRef) -> FittedModel:
